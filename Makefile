@@ -1,0 +1,97 @@
+# loam: GNU Make build. `make` builds build/loam and build/libloam.a (+ .so);
+# `make test` runs the suite; `make check` is what CI runs (see README).
+# Local overrides go in config.mk (not committed). No autodetection: what is built is below.
+
+-include config.mk
+
+BUILD    ?= build
+CC       ?= cc
+AR       ?= ar
+PREFIX   ?= /usr/local
+ARCH     ?= $(shell $(CC) -dumpmachine | cut -d- -f1)
+PKGS     := libcjson libpcre2-8 libutf8proc libmicrohttpd
+SONAME_V := 0
+VERSION  := 0.1.0
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN   := -Wall -Wextra -Wshadow -Wconversion -Wno-sign-conversion -Wstrict-prototypes \
+          -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
+OPT    ?= -O2 -g
+CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(WERROR) -fPIC -fvisibility=hidden -fopenmp \
+          -DLOAM_BUILD -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -fopenmp -lm -lpthread $(SAN)
+
+SRC      := $(sort $(wildcard src/*.c src/cpu/*.c src/arch/*.c src/server/*.c))
+OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o)
+TOOL_SRC := $(sort $(wildcard tools/*.c))
+TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+# Per-file instruction sets: one ISA per file, never global (STYLE.md).
+ifeq ($(ARCH),x86_64)
+ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512dq -mfma -mf16c
+endif
+$(BUILD)/obj/src/cpu/avx2.o:   EXTRA_ISA = $(ISA_avx2)
+$(BUILD)/obj/src/cpu/avx512.o: EXTRA_ISA = $(ISA_avx512)
+
+.PHONY: all lib test check asan ubsan tsan fuzz fuzz-smoke bench install clean fmt deps run examples
+all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(EXTRA_ISA) -MMD -MP -c $< -o $@
+
+$(BUILD)/libloam.a: $(OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/libloam.so: $(OBJ)
+	$(CC) -shared -Wl,-soname,libloam.so.$(SONAME_V) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/loam: $(TOOL_OBJ) $(BUILD)/libloam.a
+	$(CC) -o $@ $(TOOL_OBJ) $(BUILD)/libloam.a $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libloam.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -UNDEBUG -DLOAM_TEST_DIR='"$(CURDIR)/tests"' -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+
+test: all
+	@tests/run.sh $(BUILD)
+
+# Sanitizer builds run the same suite in their own build folders.
+asan:
+	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" OPT="-O1 -g" test
+tsan:
+	$(MAKE) BUILD=build-tsan SAN="-fsanitize=thread" OPT="-O1 -g" test
+
+# Everything CI runs: warnings are errors, the suite, the sanitizer suite, the fuzz smoke run.
+check:
+	@tools/check.sh
+
+deps:
+	@tools/deps.sh
+
+run: all
+	@tools/run-main.sh $(BUILD)
+
+install: $(BUILD)/libloam.a $(BUILD)/libloam.so
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(BUILD)/libloam.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libloam.so $(DESTDIR)$(PREFIX)/lib/libloam.so.$(VERSION)
+	ln -sf libloam.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libloam.so.$(SONAME_V)
+	ln -sf libloam.so.$(SONAME_V) $(DESTDIR)$(PREFIX)/lib/libloam.so
+	install -m 644 include/loam.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@REQUIRES@|$(PKGS)|g' \
+	    loam.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/loam.pc
+
+fmt:
+	clang-format --dry-run --Werror include/*.h $(SRC) $(TOOL_SRC)
+
+clean:
+	rm -rf build build-*
+
+-include $(OBJ:.o=.d) $(TOOL_OBJ:.o=.d)

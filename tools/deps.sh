@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# tools/deps.sh: installs the Debian packages loam needs to build and test (as root), or prints
+# the exact apt-get line to run. Idempotent: does nothing when all are present.
+set -eu
+pkgs=(build-essential pkg-config libcjson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev
+      clang libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+      nodejs npm curl ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "deps: missing packages; run as root:" >&2
+    echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
