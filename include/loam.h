@@ -120,9 +120,129 @@ LOAM_API uint64_t loam_debug_bytes_in_use(void);
 
 // ---- safetensors (issue 2) --------------------------------------------------------------------
 
+/* An open, fully validated safetensors file (FORMATS.md §5), mapped read-only. Opening checks
+ * every rule of FORMATS.md §5.4 plus duplicate keys; tensor data is never read at open. */
+typedef struct loam_st loam_st;
+
+#define LOAM_MAX_DIMS 8
+
+/* A view of one tensor. Every pointer is borrowed from its owner (the loam_st or
+ * loam_modeldir) and valid until that owner is closed. data may be unaligned (MLX writes
+ * unpadded headers): read it with memcpy-style loads. */
+typedef struct loam_tensor {
+    const char *name;
+    loam_dtype dtype;
+    int32_t n_dims;
+    int64_t shape[LOAM_MAX_DIMS];
+    uint64_t n_elements;
+    uint64_t n_bytes;
+    const void *data;
+} loam_tensor;
+
+/* Maps and validates path. On failure *out is NULL and err names the file and the rule. */
+LOAM_API loam_status loam_st_open(loam_st **out, const char *path, loam_err *err);
+/* Validates an in-memory file image (borrowed; must outlive the handle). name is used in
+ * messages. For fuzzing and for embedded data. */
+LOAM_API loam_status loam_st_open_memory(loam_st **out, const void *bytes, size_t n_bytes,
+                                         const char *name, loam_err *err);
+LOAM_API void loam_st_close(loam_st *st);
+LOAM_API const char *loam_st_path(const loam_st *st);
+/* Number of tensors; loam_st_tensor() enumerates them in data-offset order, 0 <= i < n. */
+LOAM_API size_t loam_st_n_tensors(const loam_st *st);
+LOAM_API loam_status loam_st_tensor(const loam_st *st, size_t i, loam_tensor *out);
+/* Lookup by name; LOAM_E_NOTFOUND (err names the file and tensor) when absent. */
+LOAM_API loam_status loam_st_find(const loam_st *st, const char *name, loam_tensor *out,
+                                  loam_err *err);
+/* __metadata__ entries (string -> string); NULL when the key is absent. */
+LOAM_API size_t loam_st_n_metadata(const loam_st *st);
+LOAM_API void loam_st_metadata_at(const loam_st *st, size_t i, const char **key,
+                                  const char **value);
+LOAM_API const char *loam_st_metadata(const loam_st *st, const char *key);
+/* Byte length of the JSON header and of the whole file. */
+LOAM_API uint64_t loam_st_header_bytes(const loam_st *st);
+LOAM_API uint64_t loam_st_file_bytes(const loam_st *st);
+
+/* Writer: collects tensors, then writes "8-byte length, JSON header padded with spaces to a
+ * multiple of 8, data" to path.tmp.<pid>, fsyncs and renames, so a crash never leaves a
+ * half-written file. Tensors are laid out in the order added. */
+typedef struct loam_st_writer loam_st_writer;
+/* Produces a lazily added tensor's bytes into dst (exactly n_bytes) during write. */
+typedef loam_status (*loam_st_fill_fn)(void *user, void *dst, uint64_t n_bytes, loam_err *err);
+
+LOAM_API loam_status loam_st_writer_new(loam_st_writer **out, loam_err *err);
+LOAM_API void loam_st_writer_free(loam_st_writer *w);
+/* Adds a __metadata__ entry (copied). */
+LOAM_API loam_status loam_st_writer_set_metadata(loam_st_writer *w, const char *key,
+                                                 const char *value, loam_err *err);
+/* Adds a tensor whose bytes (n_elements * dtype bits / 8) are borrowed until write returns. */
+LOAM_API loam_status loam_st_writer_add(loam_st_writer *w, const char *name, loam_dtype dtype,
+                                        int32_t n_dims, const int64_t *shape, const void *data,
+                                        loam_err *err);
+/* Adds a tensor produced by fill(user, ...) during write: peak memory stays one tensor. */
+LOAM_API loam_status loam_st_writer_add_lazy(loam_st_writer *w, const char *name,
+                                             loam_dtype dtype, int32_t n_dims,
+                                             const int64_t *shape, loam_st_fill_fn fill,
+                                             void *user, loam_err *err);
+/* Total bytes the file will have with the tensors added so far. */
+LOAM_API uint64_t loam_st_writer_file_bytes(const loam_st_writer *w);
+LOAM_API loam_status loam_st_writer_write(loam_st_writer *w, const char *path, loam_err *err);
+
 // ---- model directories (issue 2) --------------------------------------------------------------
 
+/* A Hugging Face / mlx-lm model directory (FORMATS.md §2.1): config.json and the shards named
+ * by model.safetensors.index.json when present, else every model*.safetensors; one tensor name
+ * space over all shards (a name in two shards, a shard missing, or an index entry pointing at a
+ * file that lacks the tensor is an error naming both). Shards are mapped, not read. */
+typedef struct loam_modeldir loam_modeldir;
+
+LOAM_API loam_status loam_modeldir_open(loam_modeldir **out, const char *dir, loam_err *err);
+LOAM_API void loam_modeldir_close(loam_modeldir *md);
+LOAM_API const char *loam_modeldir_path(const loam_modeldir *md);
+/* config.json text (NUL-terminated), or NULL when the directory has none. */
+LOAM_API const char *loam_modeldir_config_text(const loam_modeldir *md);
+LOAM_API size_t loam_modeldir_n_shards(const loam_modeldir *md);
+LOAM_API const loam_st *loam_modeldir_shard(const loam_modeldir *md, size_t i);
+/* Tensors of all shards, sorted by name. *shard (may be NULL) gets the shard index. */
+LOAM_API size_t loam_modeldir_n_tensors(const loam_modeldir *md);
+LOAM_API loam_status loam_modeldir_tensor(const loam_modeldir *md, size_t i, loam_tensor *out,
+                                          size_t *shard);
+LOAM_API loam_status loam_modeldir_find(const loam_modeldir *md, const char *name,
+                                        loam_tensor *out, loam_err *err);
+
 // ---- quantization (issue 3) -------------------------------------------------------------------
+
+/* MLX affine quantization (FORMATS.md §1): w = scale·q + bias per group of group_size
+ * consecutive elements of a row; q packed LSB-first into uint32 words (§1.3).
+ * bits in {2,3,4,5,6,8}, group_size in {32,64,128}, scale_dtype F32, F16 or BF16. */
+typedef struct loam_qformat {
+    int32_t bits;
+    int32_t group_size;
+    loam_dtype scale_dtype;
+} loam_qformat;
+
+/* LOAM_OK when fmt is supported and cols is a multiple of group_size; else LOAM_E_INVAL
+ * naming the field. */
+LOAM_API loam_status loam_qformat_check(loam_qformat fmt, int64_t cols, loam_err *err);
+/* Bytes of the packed weight / of the scales (= biases) for a rows x cols matrix. */
+LOAM_API uint64_t loam_qweight_bytes(loam_qformat fmt, int64_t rows, int64_t cols);
+LOAM_API uint64_t loam_qscale_bytes(loam_qformat fmt, int64_t rows, int64_t cols);
+
+/* Quantizes w [rows, cols] (row-major float32) exactly as MLX's CPU kernel (§1.2).
+ * wq: rows x cols*bits/32 uint32 words (written little-endian, may be unaligned);
+ * scales, biases: rows x cols/group_size elements of fmt.scale_dtype. */
+LOAM_API loam_status loam_quantize(const float *w, int64_t rows, int64_t cols, loam_qformat fmt,
+                                   void *wq, void *scales, void *biases, loam_err *err);
+/* out [rows, cols] = scale·q + bias computed in float32 (one rounding). */
+LOAM_API loam_status loam_dequantize(const void *wq, const void *scales, const void *biases,
+                                     int64_t rows, int64_t cols, loam_qformat fmt, float *out,
+                                     loam_err *err);
+/* y [m, n] = x [m, k] · Wᵀ with W logical [n, k] quantized along k (MLX transpose=True).
+ * Uses the fastest kernel for this CPU; n_threads <= 0 means all cores. */
+LOAM_API loam_status loam_qmatmul(const float *x, int64_t m, const void *wq, const void *scales,
+                                  const void *biases, int64_t n, int64_t k, loam_qformat fmt,
+                                  float *y, int n_threads, loam_err *err);
+/* Name of the CPU kernel set chosen at run time ("avx512vnni", "avx2", "neon", "scalar"). */
+LOAM_API const char *loam_cpu_kernels_name(void);
 
 // ---- tokenizer (issue 4) ----------------------------------------------------------------------
 
