@@ -43,21 +43,26 @@ all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(EXTRA_ISA) -MMD -MP -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) $(EXTRA_ISA) -MMD -MP -c $< -o $@
 
 $(BUILD)/libloam.a: $(OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && $(AR) rcs $@ $^
+	@echo "  AR      $@"
+	@rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/libloam.so: $(OBJ)
-	$(CC) -shared -Wl,-soname,libloam.so.$(SONAME_V) -o $@ $^ $(LDLIBS_ALL)
+	@echo "  LD      $@"
+	@$(CC) -shared -Wl,-soname,libloam.so.$(SONAME_V) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/loam: $(TOOL_OBJ) $(BUILD)/libloam.a
-	$(CC) -o $@ $(TOOL_OBJ) $(BUILD)/libloam.a $(LDLIBS_ALL)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $(TOOL_OBJ) $(BUILD)/libloam.a $(LDLIBS_ALL)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libloam.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -UNDEBUG -DLOAM_TEST_DIR='"$(CURDIR)/tests"' -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+	@echo "  TEST    $@"
+	@$(CC) $(CFLAGS_ALL) -UNDEBUG -DLOAM_TEST_DIR='"$(CURDIR)/tests"' -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
 
 test: all
 	@tests/run.sh $(BUILD)
