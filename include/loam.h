@@ -252,6 +252,116 @@ LOAM_API const char *loam_cpu_kernels_name(void);
 
 // ---- sampling (issue 5) -----------------------------------------------------------------------
 
+/* Token sampling as mlx-lm does it (FORMATS.md §7.1-§7.3), one sampler per sequence.
+ *
+ * Per step, loam_sampler_sample() applies, in this order:
+ *  1. logit processors on the raw logits: logit_bias (additive), repetition penalty (each
+ *     distinct token of the last repetition_window accepted tokens once: a positive logit is
+ *     divided by the penalty, a negative one multiplied), presence penalty (subtracted once per
+ *     distinct token of its window), frequency penalty (subtracted once per occurrence in its
+ *     window);
+ *  2. log-softmax;
+ *  3. temperature == 0: argmax (lowest id on ties), every filter below is ignored;
+ *  4. otherwise, on the untempered log-probabilities: top_p (keep the highest-ranked tokens
+ *     whose higher-ranked predecessors hold less than top_p of the mass, i.e. the smallest
+ *     prefix holding at least top_p), then min_p (drop tokens with p < min_p * p_max, keeping
+ *     at least min_tokens_to_keep), then top_k (keep the k highest);
+ *  5. draw from softmax(logprob / temperature) over the survivors.
+ * "Rank" is a total order: higher log-probability first, lower token id first among exact
+ * ties (mlx leaves ties to its sort). Every filter keeps a prefix of that order, so the
+ * survivors are found by partial selection, not by sorting the vocabulary.
+ * NaN logits count as -inf and +inf as FLT_MAX.
+ *
+ * Random numbers: xoshiro256** seeded by four splitmix64 outputs of the seed; one uniform
+ * double (top 53 bits) per sampled token, none for greedy. The stream depends only on the seed,
+ * so a seed gives the same tokens on every machine whose float arithmetic and expf/logf agree
+ * (IEEE single precision; libms can differ in the last bit, which can flip a draw that lands
+ * exactly on a boundary). */
+typedef struct loam_sampler loam_sampler;
+
+/* One logit bias entry: logits[token] += bias before anything else (duplicates add up). */
+typedef struct loam_logit_bias {
+    int32_t token;
+    float bias; /* finite, or -INFINITY to ban the token */
+} loam_logit_bias;
+
+/* seed value meaning "unset": loam_sampler_new draws a seed from the clock, the process id
+ * and the sampler's address (see loam_sampler_seed). */
+#define LOAM_SEED_RANDOM UINT64_MAX
+
+typedef struct loam_sampler_params {
+    float temperature;          /* >= 0; 0 = greedy. default 0 (mlx-lm's default) */
+    float top_p;                /* in [0, 1]; active when 0 < top_p < 1. default 1 */
+    float min_p;                /* in [0, 1]; active when > 0. default 0 */
+    int32_t min_tokens_to_keep; /* >= 1; min_p never keeps fewer. default 1 */
+    int32_t top_k;              /* >= 0; active when > 0 (k >= n_vocab keeps all). default 0 */
+    float repetition_penalty;   /* >= 0; active when != 0 (1 is a no-op). default 0 */
+    int32_t repetition_window;  /* >= 1 accepted tokens. default 20 */
+    float presence_penalty;     /* finite; active when != 0. default 0 */
+    int32_t presence_window;    /* >= 1. default 20 */
+    float frequency_penalty;    /* finite; active when != 0. default 0 */
+    int32_t frequency_window;   /* >= 1. default 20 */
+    const loam_logit_bias *logit_bias; /* n_logit_bias entries, copied by loam_sampler_new */
+    size_t n_logit_bias;
+    uint64_t seed; /* any value; LOAM_SEED_RANDOM (the default) = draw one */
+} loam_sampler_params;
+
+/* The defaults above (greedy, no filters, no penalties, windows 20, random seed). */
+LOAM_API loam_sampler_params loam_sampler_params_default(void);
+
+/* Creates a sampler for a vocabulary of n_vocab tokens with all its scratch (about 5 bytes per
+ * vocabulary entry plus the history window): loam_sampler_sample never allocates.
+ * LOAM_E_INVAL names the offending field (a value outside the ranges above, n_vocab < 1);
+ * LOAM_E_RANGE for a logit_bias token outside [0, n_vocab). */
+LOAM_API loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *params,
+                                      int32_t n_vocab, loam_err *err);
+LOAM_API void loam_sampler_free(loam_sampler *s);
+/* Forgets the accepted tokens and restarts the random stream from the seed in use. */
+LOAM_API void loam_sampler_reset(loam_sampler *s);
+/* The seed in use (the drawn one when params.seed was LOAM_SEED_RANDOM). */
+LOAM_API uint64_t loam_sampler_seed(const loam_sampler *s);
+/* Records a token of the context (prompt tokens the penalties should see, then each sampled
+ * token: sampling does not record by itself). Ids outside [0, n_vocab) are ignored. */
+LOAM_API void loam_sampler_accept(loam_sampler *s, int32_t token);
+/* Chooses the next token from logits [n_vocab], which it overwrites: on return logits holds the
+ * log-probabilities of the processed, unfiltered, untempered distribution (what mlx-lm reports
+ * as logprobs; feed it to loam_sampler_top_logprobs). If logprob is not NULL it receives the
+ * log-probability of the chosen token under the distribution it was drawn from (filtered and
+ * tempered; for greedy, the unfiltered one). Returns the token id, or -1 when every logit is
+ * -inf or NaN after the processors. No allocation; not thread-safe per sampler. */
+LOAM_API int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob);
+/* The n highest entries of logprobs [n_vocab] (rank order above: descending, lower id first on
+ * ties): writes min(n, n_vocab) ids and values and returns that count (0 if n <= 0). Pure
+ * function, thread-safe, O(n_vocab * n) worst case: meant for small n (OpenAI allows <= 20). */
+LOAM_API int32_t loam_sampler_top_logprobs(const float *logprobs, int32_t n_vocab, int32_t n,
+                                           int32_t *ids, float *values);
+
+/* Stop strings on the decoded text stream. Text is pushed as it is detokenized; the matcher
+ * hands back only text that can no longer be part of a stop string: it holds back the longest
+ * tail that is a proper prefix of some stop string, and an incomplete UTF-8 sequence at the end.
+ * When a stop string completes, the text before it is released, the stop string and everything
+ * after are dropped, and the matcher is finished. Among stop strings completing in the same
+ * push, the one ending first wins (then the one starting first). */
+typedef struct loam_stop_matcher loam_stop_matcher;
+
+/* stops: n_stops NUL-terminated strings (copied); each non-empty (else LOAM_E_INVAL). n_stops
+ * may be 0 (the matcher then only holds back incomplete UTF-8). */
+LOAM_API loam_status loam_stop_matcher_new(loam_stop_matcher **out, const char *const *stops,
+                                           size_t n_stops, loam_err *err);
+LOAM_API void loam_stop_matcher_free(loam_stop_matcher *m);
+LOAM_API void loam_stop_matcher_reset(loam_stop_matcher *m);
+/* Feeds len bytes. *out / *out_len: text to emit now, borrowed until the next call on m.
+ * *stopped (may be NULL) becomes true once a stop string has completed; pushes after that emit
+ * nothing. LOAM_E_NOMEM if the internal buffer cannot grow (it grows only when a push is longer
+ * than any before). */
+LOAM_API loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_t len,
+                                            const char **out, size_t *out_len, bool *stopped,
+                                            loam_err *err);
+/* End of generation: releases the held-back text (nothing if a stop string matched). */
+LOAM_API void loam_stop_matcher_finish(loam_stop_matcher *m, const char **out, size_t *out_len);
+/* Index of the stop string that matched, or -1. */
+LOAM_API int loam_stop_matcher_which(const loam_stop_matcher *m);
+
 // ---- generation, the one-call API (issues 5, 8) -----------------------------------------------
 
 // ---- server engine (issue 7) ------------------------------------------------------------------
