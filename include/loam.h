@@ -121,14 +121,19 @@ LOAM_API uint64_t loam_debug_bytes_in_use(void);
 // ---- safetensors (issue 2) --------------------------------------------------------------------
 
 /* An open, fully validated safetensors file (FORMATS.md §5), mapped read-only. Opening checks
- * every rule of FORMATS.md §5.4 plus duplicate keys; tensor data is never read at open. */
+ * every rule of FORMATS.md §5.4 in order, plus: duplicate keys, strict UTF-8 and strict JSON
+ * (see src/json.h), at most LOAM_MAX_DIMS dimensions, and integers in shape/data_offsets below
+ * 2^53 (larger values are refused, never rounded). "__metadata__": null and leading/trailing
+ * JSON whitespace are accepted; data need not be aligned. Tensor data is never read at open.
+ * A loam_st is immutable after opening: any number of threads may use it at once. */
 typedef struct loam_st loam_st;
 
 #define LOAM_MAX_DIMS 8
 
 /* A view of one tensor. Every pointer is borrowed from its owner (the loam_st or
  * loam_modeldir) and valid until that owner is closed. data may be unaligned (MLX writes
- * unpadded headers): read it with memcpy-style loads. */
+ * unpadded headers): read it with memcpy-style loads. shape[n_dims..] are 0. A 0-dim tensor is
+ * a scalar (1 element); a 0 in the shape makes an empty tensor (n_bytes 0). */
 typedef struct loam_tensor {
     const char *name;
     loam_dtype dtype;
@@ -139,52 +144,68 @@ typedef struct loam_tensor {
     const void *data;
 } loam_tensor;
 
-/* Maps and validates path. On failure *out is NULL and err names the file and the rule. */
+/* Maps and validates path. On failure *out is NULL and err names the file and what is wrong
+ * (LOAM_E_IO: cannot open/map; LOAM_E_FORMAT: a validation rule, naming the tensor, its
+ * offsets, expected vs actual bytes; LOAM_E_NOMEM). */
 LOAM_API loam_status loam_st_open(loam_st **out, const char *path, loam_err *err);
 /* Validates an in-memory file image (borrowed; must outlive the handle). name is used in
- * messages. For fuzzing and for embedded data. */
+ * messages and returned by loam_st_path(). For fuzzing and for embedded data. */
 LOAM_API loam_status loam_st_open_memory(loam_st **out, const void *bytes, size_t n_bytes,
                                          const char *name, loam_err *err);
 LOAM_API void loam_st_close(loam_st *st);
 LOAM_API const char *loam_st_path(const loam_st *st);
-/* Number of tensors; loam_st_tensor() enumerates them in data-offset order, 0 <= i < n. */
+/* Number of tensors; loam_st_tensor() enumerates them in data-offset order, 0 <= i < n
+ * (LOAM_E_RANGE otherwise). */
 LOAM_API size_t loam_st_n_tensors(const loam_st *st);
 LOAM_API loam_status loam_st_tensor(const loam_st *st, size_t i, loam_tensor *out);
-/* Lookup by name; LOAM_E_NOTFOUND (err names the file and tensor) when absent. */
+/* Lookup by name (binary search); LOAM_E_NOTFOUND (err names the file and tensor) when
+ * absent. out may be NULL to test presence. */
 LOAM_API loam_status loam_st_find(const loam_st *st, const char *name, loam_tensor *out,
                                   loam_err *err);
-/* __metadata__ entries (string -> string); NULL when the key is absent. */
+/* __metadata__ entries (string -> string) in header order; none when the key is absent or
+ * null. loam_st_metadata_at sets both to NULL when i is out of range; loam_st_metadata
+ * returns NULL when the key is absent. Strings live as long as st. */
 LOAM_API size_t loam_st_n_metadata(const loam_st *st);
 LOAM_API void loam_st_metadata_at(const loam_st *st, size_t i, const char **key,
                                   const char **value);
 LOAM_API const char *loam_st_metadata(const loam_st *st, const char *key);
-/* Byte length of the JSON header and of the whole file. */
+/* Byte length N of the JSON header (without the 8-byte length) and of the whole file. */
 LOAM_API uint64_t loam_st_header_bytes(const loam_st *st);
 LOAM_API uint64_t loam_st_file_bytes(const loam_st *st);
 
 /* Writer: collects tensors, then writes "8-byte length, JSON header padded with spaces to a
  * multiple of 8, data" to path.tmp.<pid>, fsyncs and renames, so a crash never leaves a
- * half-written file. Tensors are laid out in the order added. */
+ * half-written file; on failure the temporary file is removed and an existing file at path is
+ * left as it was. The header lists "__metadata__" first (only when some entry was set), then
+ * the tensors; data is laid out in the order added (add the widest dtypes first, or keep byte
+ * sizes multiples of 8, for naturally aligned data). A writer is used by one thread. */
 typedef struct loam_st_writer loam_st_writer;
-/* Produces a lazily added tensor's bytes into dst (exactly n_bytes) during write. */
+/* Produces a lazily added tensor's bytes into dst (exactly n_bytes) during write. Returning an
+ * error stops the write; err's message is included in the writer's. */
 typedef loam_status (*loam_st_fill_fn)(void *user, void *dst, uint64_t n_bytes, loam_err *err);
 
 LOAM_API loam_status loam_st_writer_new(loam_st_writer **out, loam_err *err);
 LOAM_API void loam_st_writer_free(loam_st_writer *w);
-/* Adds a __metadata__ entry (copied). */
+/* Sets a __metadata__ entry (both strings copied, must be UTF-8); setting a key again
+ * replaces its value. */
 LOAM_API loam_status loam_st_writer_set_metadata(loam_st_writer *w, const char *key,
                                                  const char *value, loam_err *err);
-/* Adds a tensor whose bytes (n_elements * dtype bits / 8) are borrowed until write returns. */
+/* Adds a tensor whose bytes (n_elements * dtype bits / 8) are borrowed until write returns.
+ * LOAM_E_INVAL for a name already added, "__metadata__", a non-UTF-8 name, an invalid dtype,
+ * n_dims outside 0..LOAM_MAX_DIMS, a dimension < 0 or >= 2^53, a sub-byte dtype whose bits do
+ * not fill whole bytes, or data == NULL for a non-empty tensor. */
 LOAM_API loam_status loam_st_writer_add(loam_st_writer *w, const char *name, loam_dtype dtype,
                                         int32_t n_dims, const int64_t *shape, const void *data,
                                         loam_err *err);
-/* Adds a tensor produced by fill(user, ...) during write: peak memory stays one tensor. */
+/* Adds a tensor produced by fill(user, ...) during write, once per write: peak memory stays
+ * one tensor (one buffer the size of the largest lazy tensor). */
 LOAM_API loam_status loam_st_writer_add_lazy(loam_st_writer *w, const char *name,
                                              loam_dtype dtype, int32_t n_dims,
                                              const int64_t *shape, loam_st_fill_fn fill,
                                              void *user, loam_err *err);
-/* Total bytes the file will have with the tensors added so far. */
+/* Total bytes the file will have with the tensors added so far (0 when out of memory). */
 LOAM_API uint64_t loam_st_writer_file_bytes(const loam_st_writer *w);
+/* Writes the file. The writer keeps its tensors and may write again (e.g. to another path). */
 LOAM_API loam_status loam_st_writer_write(loam_st_writer *w, const char *path, loam_err *err);
 
 // ---- model directories (issue 2) --------------------------------------------------------------
