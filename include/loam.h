@@ -211,22 +211,35 @@ LOAM_API loam_status loam_st_writer_write(loam_st_writer *w, const char *path, l
 // ---- model directories (issue 2) --------------------------------------------------------------
 
 /* A Hugging Face / mlx-lm model directory (FORMATS.md §2.1): config.json and the shards named
- * by model.safetensors.index.json when present, else every model*.safetensors; one tensor name
- * space over all shards (a name in two shards, a shard missing, or an index entry pointing at a
- * file that lacks the tensor is an error naming both). Shards are mapped, not read. */
+ * by model.safetensors.index.json when present, else every model*.safetensors (sorted); one
+ * tensor name space over all shards. LOAM_E_FORMAT, naming the files involved, for: a name in
+ * two shards; a shard named by the index but missing; an index entry pointing at a file that
+ * lacks the tensor; a tensor of a shard absent from the index (a stale index); a
+ * model*.safetensors file the index does not name (mlx-lm would load it). LOAM_E_NOTFOUND when
+ * there are no shards. Shards are mapped and validated, not read. config.json, when present,
+ * must be a JSON object. Adapter directories are not model directories (open their
+ * adapters.safetensors / adapter_model.safetensors with loam_st_open).
+ * A loam_modeldir is immutable after opening: any number of threads may use it at once. */
 typedef struct loam_modeldir loam_modeldir;
 
 LOAM_API loam_status loam_modeldir_open(loam_modeldir **out, const char *dir, loam_err *err);
 LOAM_API void loam_modeldir_close(loam_modeldir *md);
+/* dir as given, without trailing slashes. */
 LOAM_API const char *loam_modeldir_path(const loam_modeldir *md);
 /* config.json text (NUL-terminated), or NULL when the directory has none. */
 LOAM_API const char *loam_modeldir_config_text(const loam_modeldir *md);
+/* True when the shards came from model.safetensors.index.json. */
+LOAM_API bool loam_modeldir_has_index(const loam_modeldir *md);
+/* Shards in file-name order; loam_st_path() of a shard is "DIR/FILE". NULL when out of range. */
 LOAM_API size_t loam_modeldir_n_shards(const loam_modeldir *md);
 LOAM_API const loam_st *loam_modeldir_shard(const loam_modeldir *md, size_t i);
-/* Tensors of all shards, sorted by name. *shard (may be NULL) gets the shard index. */
+/* Tensors of all shards, sorted by name (strcmp). *shard (may be NULL) gets the shard index.
+ * LOAM_E_RANGE when i >= n. */
 LOAM_API size_t loam_modeldir_n_tensors(const loam_modeldir *md);
 LOAM_API loam_status loam_modeldir_tensor(const loam_modeldir *md, size_t i, loam_tensor *out,
                                           size_t *shard);
+/* Lookup by name (binary search); LOAM_E_NOTFOUND naming the directory when absent. out may
+ * be NULL to test presence. */
 LOAM_API loam_status loam_modeldir_find(const loam_modeldir *md, const char *name,
                                         loam_tensor *out, loam_err *err);
 
