@@ -35,8 +35,12 @@ ifeq ($(ARCH),x86_64)
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512dq -mfma -mf16c
 endif
+ifeq ($(ARCH),aarch64)
+ISA_neon   := -march=armv8.2-a+dotprod
+endif
 $(BUILD)/obj/src/cpu/avx2.o:   EXTRA_ISA = $(ISA_avx2)
 $(BUILD)/obj/src/cpu/avx512.o: EXTRA_ISA = $(ISA_avx512)
+$(BUILD)/obj/src/cpu/neon.o:   EXTRA_ISA = $(ISA_neon)
 
 .PHONY: all lib test check asan ubsan tsan fuzz fuzz-smoke bench install clean fmt deps run examples
 all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN)

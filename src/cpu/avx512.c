@@ -1,0 +1,180 @@
+/* avx512.c: kernel table for x86-64 with AVX-512 F/BW/VL/DQ + VNNI (Ice Lake, Sapphire Rapids,
+ * Zen 4/5). Compiled with the AVX-512 flags; dispatch.c calls it only after cpuid says so.
+ *
+ * 4-bit group 64 (scheme in kernels.h, LOAM__ACT_PAIRS activations): one 64-byte load holds
+ * two groups of packed weights; `& 0x0f` gives the even elements of both groups, `>> 4 & 0x0f`
+ * the odd ones, and the activations of a group pair are stored in the same order, so two
+ * vpdpbusd (u8 × s8, four products summed per int32 lane) give 16 int32 lanes, lanes 0-7
+ * belonging to the first group and 8-15 to the second. Converted to float, they are FMA'd with
+ * s·d spread the same way (vpermps of 16 scales and 16 activation steps). The c and bias
+ * terms are FMA'd 16 groups at a time. An odd last group is loaded as 32 bytes (zero upper
+ * half), and its partner's activations are the zero padding. Scales and biases are read with
+ * masked loads, so nothing past a row is touched.
+ * Tiles: mv 4 rows × 1 activation row, mm 2 rows × 4 activation rows.
+ *
+ * Dense F32/F16/BF16: 16 weights per load converted to float (bf16: widen, shift left 16;
+ * f16: vcvtph2ps), one FMA per activation row, the k % 16 tail with masked loads.
+ */
+#if defined(__x86_64__)
+#include "cpu/kernels.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE __mmask16 mask16(int64_t n) {
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
+/* n (<= 16) elements of a F32/F16/BF16 array at p as 16 floats (zero beyond n). */
+INLINE __m512 load16_float(const uint8_t *p, const loam_dtype t, int64_t n) {
+    __mmask16 mk = mask16(n);
+    if (t == LOAM_DTYPE_F32) return _mm512_maskz_loadu_ps(mk, p);
+    __m256i h = _mm256_maskz_loadu_epi16(mk, p);
+    if (t == LOAM_DTYPE_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+INLINE __m512 load16_scales(const void *base, loam_dtype t, size_t gi, int64_t n) {
+    const uint8_t *p = (const uint8_t *)base + gi * (t == LOAM_DTYPE_F32 ? 4u : 2u);
+    switch (t) {
+    case LOAM_DTYPE_F32: return load16_float(p, LOAM_DTYPE_F32, n);
+    case LOAM_DTYPE_BF16: return load16_float(p, LOAM_DTYPE_BF16, n);
+    default: return load16_float(p, LOAM_DTYPE_F16, n);
+    }
+}
+
+// ---- 4-bit, group 64 --------------------------------------------------------------------------
+
+INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_t a, float *y,
+                    const int R, const int A) {
+    const int64_t ng = xq->n_groups, gp = xq->n_gpad;
+    const loam_dtype st = W->fmt.scale_dtype;
+    const uint8_t *w = (const uint8_t *)W->w;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
+    const __m512i pair0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < A; j++) acc[i][j] = _mm512_setzero_ps();
+
+    for (int64_t g0 = 0; g0 < ng; g0 += 16) {
+        const int64_t gn = ng - g0 < 16 ? ng - g0 : 16;
+        __m512 s16[4], d16[4];
+        for (int i = 0; i < R; i++) {
+            size_t gi = (size_t)(r + i) * (size_t)ng + (size_t)g0;
+            s16[i] = load16_scales(W->scales, st, gi, gn);
+            __m512 b16 = load16_scales(W->biases, st, gi, gn);
+            for (int j = 0; j < A; j++) {
+                size_t o = (size_t)(a + j) * (size_t)gp + (size_t)g0;
+                acc[i][j] = _mm512_fmadd_ps(s16[i], _mm512_load_ps(xq->c + o), acc[i][j]);
+                acc[i][j] = _mm512_fmadd_ps(b16, _mm512_load_ps(xq->sum + o), acc[i][j]);
+            }
+        }
+        for (int j = 0; j < A; j++)
+            d16[j] = _mm512_load_ps(xq->d + (size_t)(a + j) * (size_t)gp + (size_t)g0);
+
+        __m512i idx = pair0;
+        for (int64_t g = 0; g < gn; g += 2, idx = _mm512_add_epi32(idx, two)) {
+            __m512i lo[4], hi[4];
+            __m512 sp[4];
+            for (int i = 0; i < R; i++) {
+                const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
+                __m512i wv = g + 1 < gn
+                                 ? _mm512_loadu_si512(wp)
+                                 : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)wp));
+                lo[i] = _mm512_and_si512(wv, m4);
+                hi[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
+                sp[i] = _mm512_permutexvar_ps(idx, s16[i]);
+            }
+            for (int j = 0; j < A; j++) {
+                const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
+                __m512i xlo = _mm512_load_si512(q), xhi = _mm512_load_si512(q + 64);
+                __m512 dp = _mm512_permutexvar_ps(idx, d16[j]);
+                for (int i = 0; i < R; i++) {
+                    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], xlo);
+                    s = _mm512_dpbusd_epi32(s, hi[i], xhi);
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(sp[i], dp),
+                                                acc[i][j]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < A; j++)
+            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+static void q4_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
+    q4_tile(W, r, (const loam__actq *)x, a, y, 4, 1);
+}
+static void q4_mm(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
+    q4_tile(W, r, (const loam__actq *)x, a, y, 2, 4);
+}
+static void q4_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
+    q4_tile(W, r, (const loam__actq *)x, a, y, 1, 1);
+}
+
+// ---- dense F32 / F16 / BF16 -------------------------------------------------------------------
+
+INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a, float *y,
+                       const int R, const int A, const loam_dtype t) {
+    const int64_t k = W->k;
+    const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
+    const uint8_t *w = (const uint8_t *)W->w;
+    __m512 acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < A; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < k; c += 16) {
+        const int64_t n = k - c;
+        __m512 wv[4];
+        for (int i = 0; i < R; i++)
+            wv[i] = load16_float(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t, n);
+        for (int j = 0; j < A; j++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mask16(n), x + (size_t)(a + j) * (size_t)k + (size_t)c);
+            for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < A; j++)
+            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y,
+                           const int R, const int A) {
+    const float *xf = (const float *)x;
+    switch (W->dtype) {
+    case LOAM_DTYPE_F32: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32); break;
+    case LOAM_DTYPE_BF16: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16); break;
+    default: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16); break;
+    }
+}
+
+static void dense_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
+    dense_dispatch(W, r, x, a, y, 4, 1);
+}
+static void dense_mm(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
+    dense_dispatch(W, r, x, a, y, 4, 4);
+}
+static void dense_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
+    dense_dispatch(W, r, x, a, y, 1, 1);
+}
+
+static float dot_f32(const float *a, const float *b, int64_t n) {
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 mk = mask16(n - i);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + i), _mm512_maskz_loadu_ps(mk, b + i), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+const loam__kernels loam__kernels_avx512 = {
+    .name = "avx512vnni",
+    .act_order = LOAM__ACT_PAIRS,
+    .q4 = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
+    .dense = {.mv_rows = 4, .mm_rows = 4, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
+              .one = dense_one},
+    .dot_f32 = dot_f32,
+};
+#endif
