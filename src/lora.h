@@ -4,7 +4,8 @@
  * at load into: per layer and per projection module, A [in, r] and B [r, out] in float32 and a
  * scalar scale, so the forward pass computes y = W·x + scale·((x·A)·B) for each adapted module.
  * DoRA adds a per-output factor dora[out] = m / ||W + scale·(A·B)ᵀ||_row computed once at
- * load, applied as y = dora ⊙ (W·x + scale·x·A·B) before the Linear bias.
+ * load, applied as y = dora ⊙ (W·x + scale·x·A·B) before the Linear bias. PEFT's lora_bias adds
+ * scale·bias_B to the LoRA term (never together with DoRA).
  */
 #ifndef LOAM_LORA_H
 #define LOAM_LORA_H
@@ -32,6 +33,7 @@ typedef struct loam__lora_mod {
     int32_t r;         /* rank */
     float scale;       /* mlx-lm scale, or PEFT alpha/r (alpha/sqrt(r) with rsLoRA) */
     const float *dora; /* (out) DoRA factor, or NULL */
+    const float *bias; /* (out) PEFT lora_B bias (lora_bias=true): y += scale·bias; or NULL */
 } loam__lora_mod;
 
 /* What the base model tells the loader: its geometry, and its weights (for DoRA norms). */
@@ -58,8 +60,16 @@ const loam__lora_mod *loam__adapter_mod(const loam__adapter *a, int32_t layer, l
 const char *loam__adapter_format(const loam__adapter *a);
 
 /* y [m, out] += LoRA term of x [m, in] (then the DoRA factor, if any); scratch holds m*r
- * floats. y must hold the base output without the Linear bias. */
+ * floats. y must hold the base output without the Linear bias. Splits large modules over
+ * OpenMP threads when called outside a parallel region; inside one it runs on the calling
+ * thread. Equals loam__lora_down followed by loam__lora_up over [0, out). */
 void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in,
                       int64_t out, float *y, float *scratch);
+/* The two halves, for a backend that fuses the LoRA term into its own threaded matmul:
+ * t [m, r] = scale·(x [m, in] · A), computed once per step; then, by any thread for its own
+ * output range, y [m, o0:o1] += t·B[:, o0:o1] (+ scale·bias), then ⊙ dora over that range. */
+void loam__lora_down(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in, float *t);
+void loam__lora_up(const loam__lora_mod *mod, const float *t, int64_t m, int64_t out, int64_t o0,
+                   int64_t o1, float *y);
 
 #endif /* LOAM_LORA_H */
