@@ -284,6 +284,144 @@ LOAM_API const char *loam_cpu_kernels_name(void);
 
 // ---- model, adapters, sessions (issue 5) ------------------------------------------------------
 
+/* A model: config.json parsed, every weight bound by name from the directory's safetensors
+ * files (mapped read-only, never copied except norm weights and Linear biases, kept as f32),
+ * plus the LoRA adapters loaded into it. Architectures: Qwen3ForCausalLM, Qwen2ForCausalLM,
+ * LlamaForCausalLM (FORMATS.md §6), weights MLX affine quantized (any bits / group size of
+ * FORMATS.md §1, per-layer overrides of §2.2) or F32/F16/BF16.
+ * Thread-safety: once open, a model may be used by any number of sessions on any threads at
+ * once; loading and unloading adapters is internally locked and may run while sessions decode.
+ * Every session must be freed before loam_model_close(). */
+typedef struct loam_model loam_model;
+
+typedef struct loam_model_params {
+    int32_t n_threads; /* default threads of this model's sessions (see loam_session_params);
+                          <= 0: all cores */
+} loam_model_params;
+
+/* Defaults: n_threads = 0. */
+LOAM_API loam_model_params loam_model_params_default(void);
+
+/* Opens the model directory dir (config.json + model*.safetensors, see loam_modeldir_open).
+ * params may be NULL for the defaults. Every tensor the architecture needs is found and its
+ * dtype and shape checked; a missing or mis-shaped tensor (LOAM_E_FORMAT), an unknown
+ * architecture or an unsupported feature such as a non-affine quantization mode, sliding-window
+ * attention or a rope type other than default/linear/llama3/yarn (LOAM_E_UNSUPPORTED) is an
+ * error whose message names the tensor, layer or config field. On failure *out is NULL. */
+LOAM_API loam_status loam_model_open(loam_model **out, const char *dir,
+                                     const loam_model_params *params, loam_err *err);
+/* Closes the model, its mappings and every adapter still loaded. NULL is a no-op. */
+LOAM_API void loam_model_close(loam_model *m);
+
+/* What a model is. Strings are static or owned by the model (valid until loam_model_close). */
+typedef struct loam_model_info {
+    const char *arch;        /* "Qwen3ForCausalLM", "Qwen2ForCausalLM" or "LlamaForCausalLM" */
+    const char *rope_type;   /* "default", "linear", "llama3" or "yarn" */
+    int32_t n_vocab;         /* rows of the embedding and of the logits */
+    int32_t n_embd;          /* hidden size */
+    int32_t n_ff;            /* MLP intermediate size */
+    int32_t n_layer;
+    int32_t n_head;          /* query heads */
+    int32_t n_head_kv;       /* key/value heads (GQA) */
+    int32_t head_dim;
+    int32_t n_ctx_train;     /* max_position_embeddings */
+    float rms_eps;
+    float rope_theta;
+    int32_t bits;            /* default quantization of the file; 0 when not quantized */
+    int32_t group_size;      /* 0 when not quantized */
+    bool mixed;              /* some layers use another bit width / group size, or are float */
+    bool tied_embeddings;    /* the output head is the embedding */
+    uint64_t n_params;       /* logical parameters (a quantized weight counts rows x cols) */
+    uint64_t weight_bytes;   /* bytes of every tensor the model binds, as stored */
+    uint64_t step_bytes;     /* weight bytes one decode step reads: all layers, norms, head */
+    int32_t n_adapters;      /* adapters loaded now */
+} loam_model_info;
+
+/* Fills *out. Thread-safe. */
+LOAM_API void loam_model_get_info(const loam_model *m, loam_model_info *out);
+
+/* Loads the LoRA/DoRA adapter directory dir (mlx-lm or PEFT, FORMATS.md §3, §4) under name
+ * (copied; 1..63 bytes, unique in this model), checking that every tensor fits this model.
+ * LOAM_E_INVAL for an empty, too long or duplicate name, LOAM_E_RANGE when 64 adapters are
+ * already loaded, the loader's errors otherwise. Thread-safe against sessions decoding. */
+LOAM_API loam_status loam_model_load_adapter(loam_model *m, const char *name, const char *dir,
+                                             loam_err *err);
+/* Unloads the adapter name. LOAM_E_NOTFOUND when no such adapter, LOAM_E_BUSY while a
+ * sequence of any session is bound to it (reset those sequences first). Its id may later be
+ * reused by another adapter. Thread-safe against sessions decoding. */
+LOAM_API loam_status loam_model_unload_adapter(loam_model *m, const char *name, loam_err *err);
+/* The id of a loaded adapter (>= 0, for loam_batch_entry.adapter), or -1 when none has that
+ * name. Thread-safe. */
+LOAM_API int32_t loam_model_adapter_id(const loam_model *m, const char *name);
+
+/* A session: the KV cache and activations of up to n_seq_max sequences decoded together.
+ * The KV cache is one pool of fixed-size blocks (pages) shared by all sequences, allocated at
+ * creation with every other buffer: decoding never allocates.
+ * Thread-safety: a session is used by one thread at a time; distinct sessions of one model may
+ * decode concurrently on different threads. */
+typedef struct loam_session loam_session;
+
+typedef struct loam_session_params {
+    int32_t n_ctx;     /* KV capacity in tokens, shared by all sequences (one may use it all) */
+    int32_t n_seq_max; /* sequence ids 0 .. n_seq_max-1 */
+    int32_t n_batch;   /* most rows run through the model at once; longer decodes are split */
+    int32_t n_logits;  /* most entries of one decode call that may ask for logits */
+    int32_t n_threads; /* threads for matmuls and attention; <= 0: all cores */
+    bool reference;    /* scalar float32 reference path (the twin the fast path is checked
+                          against); slow, for tests */
+} loam_session_params;
+
+/* Defaults: n_ctx 4096, n_seq_max 1, n_batch 512, n_logits 0 (meaning n_seq_max),
+ * n_threads 0, reference false. */
+LOAM_API loam_session_params loam_session_params_default(void);
+
+/* Creates a session on m (borrowed: m must outlive the session). params may be NULL for the
+ * defaults. LOAM_E_INVAL when a size is out of range, LOAM_E_NOMEM when the buffers do not
+ * fit. On failure *out is NULL. */
+LOAM_API loam_status loam_session_new(loam_session **out, loam_model *m,
+                                      const loam_session_params *params, loam_err *err);
+/* Frees the session and releases its sequences' adapters. NULL is a no-op. */
+LOAM_API void loam_session_free(loam_session *s);
+
+/* One token to run: token `token` at position `pos` of sequence `seq`, with adapter `adapter`
+ * (an id from loam_model_adapter_id, or -1 for the base model). */
+typedef struct loam_batch_entry {
+    int32_t seq;
+    int32_t pos;
+    int32_t token;
+    int32_t adapter;
+    bool want_logits; /* keep this entry's logits (see loam_session_logits) */
+} loam_batch_entry;
+
+/* Runs entries[0..n) through the model in one call: entries of different sequences may be
+ * mixed in any order and each sequence may contribute several consecutive tokens (a prompt);
+ * all rows share each weight read, and long calls are split into steps of n_batch rows.
+ * Rules, checked before anything changes (a failed call leaves the session as it was):
+ * - 0 <= seq < n_seq_max, 0 <= token < n_vocab (LOAM_E_RANGE otherwise);
+ * - positions are contiguous per sequence: the entries of sequence s, in array order, have
+ *   pos = loam_session_seq_len(s), +1, +2, ... (LOAM_E_INVAL otherwise);
+ * - a sequence keeps the adapter of its first token until loam_session_seq_reset; an entry
+ *   naming another adapter, or an id not loaded, is LOAM_E_INVAL;
+ * - at most n_logits entries want logits (LOAM_E_RANGE);
+ * - the session holds at most n_ctx tokens over all sequences: a call that would exceed it is
+ *   LOAM_E_RANGE ("context full").
+ * n == 0 is a no-op that clears the logits. Logits of the previous call are invalidated. */
+LOAM_API loam_status loam_session_decode(loam_session *s, const loam_batch_entry *entries,
+                                         size_t n, loam_err *err);
+/* Logits (float[n_vocab]) of the i-th entry of the last decode call that asked for them, in
+ * array order; NULL when i is out of range. Owned by the session, valid until the next
+ * decode call or loam_session_free. */
+LOAM_API const float *loam_session_logits(const loam_session *s, size_t i);
+/* Number of logits rows the last decode call produced. */
+LOAM_API size_t loam_session_n_logits(const loam_session *s);
+/* Forgets sequence seq (its KV blocks return to the pool, its adapter is released); its next
+ * token has position 0. Out-of-range seq is a no-op. */
+LOAM_API void loam_session_seq_reset(loam_session *s, int32_t seq);
+/* Tokens held for sequence seq (the position its next token must have); -1 if out of range. */
+LOAM_API int32_t loam_session_seq_len(const loam_session *s, int32_t seq);
+/* Tokens held over all sequences, and the capacity n_ctx. */
+LOAM_API int64_t loam_session_n_tokens(const loam_session *s);
+
 // ---- sampling (issue 5) -----------------------------------------------------------------------
 
 /* Token sampling as mlx-lm does it (FORMATS.md §7.1-§7.3), one sampler per sequence.
