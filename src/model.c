@@ -23,9 +23,9 @@
  * blends by wavelength, yarn ramps between interpolation and extrapolation and sets
  * rope_attn_factor (HF attention_factor, which multiplies cos and sin).
  */
+#include "json.h"
 #include "model.h"
 
-#include <cJSON.h>
 #include <math.h>
 
 #define LOAM__PI 3.14159265358979323846
@@ -668,11 +668,10 @@ loam_status loam_model_open(loam_model **out, const char *dir, const loam_model_
         s = loam__fail(err, LOAM_E_FORMAT, "model: %.200s has no config.json", dir);
         goto fail;
     }
-    const char *end = NULL;
-    root = cJSON_ParseWithOpts(text, &end, 1);
-    if (!root || !cJSON_IsObject(root)) {
-        s = loam__fail(err, LOAM_E_FORMAT, "config.json: invalid JSON at byte %lld",
-                       end ? (long long)(end - text) : 0LL);
+    if ((s = loam__json_parse(text, strlen(text), "config.json", &root, err)) != LOAM_OK)
+        goto fail;
+    if (!cJSON_IsObject(root)) {
+        s = loam__fail(err, LOAM_E_FORMAT, "config.json: not a JSON object");
         goto fail;
     }
     int tied = -1;
