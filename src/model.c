@@ -442,6 +442,8 @@ static loam_status bind_matrix(binder *b, const char *path, int64_t n, int64_t k
     w->biases = tb.data;
     if (b->m->cfg.bits && (q.bits != b->m->cfg.bits || q.group_size != b->m->cfg.group_size))
         b->m->cfg.mixed = true;
+    if (loam__qmat_check(w, &qe) != LOAM_OK)
+        return loam__fail(err, LOAM_E_UNSUPPORTED, "model: layer '%s': %s", path, qe.msg);
     return LOAM_OK;
 }
 

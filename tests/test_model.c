@@ -13,8 +13,6 @@
  * - Error paths: unknown architecture, missing and mis-shaped tensors, unsupported quantization
  *   mode / rope / sliding window, context full, bad positions, sequences and tokens, adapter
  *   mismatch and unloading an adapter in use. A failed decode changes nothing.
- * - Hugging Face transformers fixtures (tests/data/models/<case>/reference.json, made by
- *   tools/reference/model_reference.py): every case and variant, when present.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "../src/loam_internal.h"
@@ -29,7 +27,8 @@
 #define TOL_REF 1e-4
 /* Fast path vs the float64 plain forward: activations are quantized to int8 per group before
  * every matmul (relative error up to 1/254 per element, about 0.3% per dot product on random
- * data), through 7 matmuls per layer and the head; measured below 1e-2 on these models. */
+ * data), through 7 matmuls per layer and the head; measured 1.5e-2 on the 4-bit g64 model
+ * (kernels without int8 activations, e.g. other group sizes, stay near 1e-6). */
 #define TOL_FAST 3e-2
 
 // ---- random numbers ---------------------------------------------------------------------------
@@ -594,7 +593,7 @@ static void subdir(char *out, size_t cap, const char *name) {
 // ---- tests: forward against the plain float64 forward -----------------------------------------
 
 static void test_qwen3_q4(void) {
-    char dir[512], adir[512];
+    char dir[512], adir[600];
     subdir(dir, sizeof dir, "qwen3_q4");
     tspec s = qwen3_spec();
     tmodel M;
@@ -623,7 +622,7 @@ static void test_qwen3_bf16_tied_head_dim(void) {
 }
 
 static void test_qwen2_bias_tied(void) {
-    char dir[512], adir[512];
+    char dir[512], adir[600];
     subdir(dir, sizeof dir, "qwen2");
     tspec s = qwen3_spec();
     s.arch = "Qwen2ForCausalLM";
@@ -709,11 +708,11 @@ static void test_overrides(void) {
     char dir[512];
     subdir(dir, sizeof dir, "override");
     static const override ov[] = {
-        {"model.layers.0.self_attn.v_proj", 6, 64},
-        {"model.layers.0.mlp.down_proj", 5, 32},
-        {"model.layers.1.mlp.gate_proj", 0, 0},
-        {"model.embed_tokens", 2, 32},
-        {"lm_head", 8, 64},
+        {"model.layers.0.self_attn.v_proj", 6, 64, NULL},
+        {"model.layers.0.mlp.down_proj", 5, 32, NULL},
+        {"model.layers.1.mlp.gate_proj", 0, 0, NULL},
+        {"model.embed_tokens", 2, 32, NULL},
+        {"lm_head", 8, 64, NULL},
     };
     tspec s = qwen3_spec();
     s.bits = 4, s.gs = 64;
@@ -863,7 +862,7 @@ static void test_chunked_prefill(void) {
     int nv = t.M.s.n_vocab, T = 24;
     float *whole = malloc((size_t)T * nv * 4), *one = malloc((size_t)T * nv * 4);
     loam_err e;
-    for (int ref = 1; ref >= 0; ref--) {
+    for (int ref = 0; ref <= 1; ref++) { /* the reference results stay in `whole` */
         CHECK_OK(run_seq(t.m, ref, 5, t.ida, k_ids, T, whole, &e), e);
         CHECK_OK(run_seq(t.m, ref, 1, t.ida, k_ids, T, one, &e), e);
         if (ref) CHECK(memcmp(whole, one, (size_t)T * nv * 4) == 0);
@@ -901,6 +900,7 @@ static void test_kv_reuse(void) {
     loam_session_params p = loam_session_params_default();
     p.n_ctx = 100; /* tight: 4 blocks + 2 */
     p.n_seq_max = 3;
+    p.n_logits = 16;
     p.reference = true;
     loam_session *s;
     CHECK_OK(loam_session_new(&s, t.m, &p, &e), e);
@@ -1067,7 +1067,7 @@ static void test_model_errors(void) {
     build(&M, &s, dir);
     tmodel_free(&M);
     expect_open_fail(dir, LOAM_E_FORMAT,
-                     "'model.layers.1.self_attn.o_proj.weight' has shape [65, 8], expected [64, 8]");
+                     "'model.layers.1.self_attn.o_proj.weight' has shape [65, 16], expected [64, 16]");
 
     s = qwen3_spec();
     s.bad_shape = "model.norm.weight";
