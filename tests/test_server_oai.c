@@ -48,8 +48,8 @@ static void test_chat_parts_and_tools(void) {
     CHECK_EQ_I64(r.n, 3);
     CHECK(r.has_seed && r.seed == 42);
     CHECK_EQ_I64(r.n_bias, 2);
-    CHECK_EQ_I64(r.bias_ids[1], 7);
-    CHECK_CLOSE(r.bias_vals[0], -100, 0);
+    CHECK_EQ_I64(r.bias[1].token, 7);
+    CHECK_CLOSE(r.bias[0].bias, -100, 0);
     loam__oai_req_clear(&r);
 }
 

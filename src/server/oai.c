@@ -357,8 +357,8 @@ bool loam__oai_parse(loam__oai_kind kind, const char *body, size_t len, int32_t 
                 BAD("logit_bias", "'logit_bias' values must be numbers in [-100, 100]");
             if (req->n_bias >= LOAM__OAI_MAX_BIAS)
                 BAD("logit_bias", "'logit_bias' may hold at most %d entries", LOAM__OAI_MAX_BIAS);
-            req->bias_ids[req->n_bias] = (int32_t)id;
-            req->bias_vals[req->n_bias] = (float)b->valuedouble;
+            req->bias[req->n_bias].token = (int32_t)id;
+            req->bias[req->n_bias].bias = (float)b->valuedouble;
             req->n_bias++;
         }
     }

@@ -32,8 +32,7 @@ typedef struct loam__oai_req {
     bool has_seed;
     uint64_t seed;
     int32_t n_bias;
-    int32_t bias_ids[LOAM__OAI_MAX_BIAS];
-    float bias_vals[LOAM__OAI_MAX_BIAS];
+    loam_logit_bias bias[LOAM__OAI_MAX_BIAS];
     int32_t n_stop;
     char *stop[LOAM__OAI_MAX_STOP];
     int32_t n;
