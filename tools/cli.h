@@ -24,6 +24,12 @@ int cli_parse_f64(const char *s, double *out);
 /* Default model directory (the demo model shipped in the repository) or NULL when none. */
 const char *cli_default_model_dir(void);
 
+/* Writes a random mlx-lm LoRA adapter of rank `rank` on all seven projections of the last
+ * n_layers blocks of a model shaped like info into dir (created if needed), with the given
+ * scale (tools/synth_lora.c). Returns 0, or -1 with a message in msg. */
+int cli_synth_lora(const loam_model_info *info, const char *dir, int rank, int n_layers,
+                   float scale, char *msg, size_t cap);
+
 /* Subcommands (tools/cmd_*.c). Declared weak so a command lands with its own file. */
 #define LOAM_COMMAND_LIST(X)                                                                       \
     X(generate, "write text with a model and optional LoRA adapter")                              \
