@@ -282,6 +282,58 @@ LOAM_API const char *loam_cpu_kernels_name(void);
 
 // ---- chat templates (issue 4) -----------------------------------------------------------------
 
+/* A chat template: the Jinja template of a model's tokenizer_config.json ("chat_template"),
+ * rendered exactly as Hugging Face transformers' apply_chat_template does (jinja2 with
+ * trim_blocks and lstrip_blocks, its sandbox, default Undefined, tojson as
+ * json.dumps(ensure_ascii=False), raise_exception, strftime_now, break/continue). The language
+ * subset: if/elif/else, for (loop.*, else, `if` filters, recursive), set (incl. namespace
+ * attributes and block set), macro and call blocks, filter blocks, with, raw, the usual filters,
+ * tests and str/dict/list methods. Rendering is bounded: output size, memory, loop iterations,
+ * work and macro recursion are limited, each a clear LOAM_E_TEMPLATE error. */
+typedef struct loam_chat_template loam_chat_template;
+
+/* Parses template source (UTF-8, len bytes, need not be NUL-terminated). On success *out owns
+ * the parsed template until loam_chat_template_free(*out). Syntax errors return
+ * LOAM_E_TEMPLATE with "template:LINE:COL: message" in err (1-based, columns in code points).
+ * Thread-safety: a parsed template is immutable; any number of threads may render it at once. */
+LOAM_API loam_status loam_chat_template_new(loam_chat_template **out, const char *source, size_t len,
+                                            loam_err *err);
+LOAM_API void loam_chat_template_free(loam_chat_template *t); /* NULL is a no-op */
+
+/* Renders the template with the variables of a JSON object, e.g.
+ *   {"messages": [...], "tools": [...] or null, "add_generation_prompt": true,
+ *    "bos_token": "...", "eos_token": "...", "enable_thinking": false}
+ * (any keys; numbers keep Python's int/float distinction). On success *out is the rendered
+ * text, NUL-terminated, released with loam_free(); *out_len (if not NULL) its length in bytes
+ * (the text may itself hold NUL bytes only if the template or context put them there).
+ * Errors: LOAM_E_INVAL for bad JSON or a non-object context; LOAM_E_TEMPLATE for errors while
+ * rendering (undefined values used, type errors, raise_exception("msg") whose message is the
+ * error text, limits), with "template:LINE:COL: message". LOAM_E_NOMEM when memory runs out.
+ * Thread-safe for a const template. */
+LOAM_API loam_status loam_chat_template_render(const loam_chat_template *t, const char *context_json,
+                                               char **out, size_t *out_len, loam_err *err);
+
+/* transformers' apply_chat_template(messages, tools=tools, add_generation_prompt=...,
+ * tokenize=False, **extra) given the text of a tokenizer_config.json:
+ * - the template is config["chat_template"] (a string, or a list of {"name", "template"}: the
+ *   one named "tool_use" when tools are given and it exists, else "default"), unless
+ *   template_override (a template source, NUL-terminated; e.g. a model's chat_template.jinja)
+ *   is not NULL;
+ * - the variables are the special tokens bos_token, eos_token, unk_token, sep_token,
+ *   pad_token, cls_token, mask_token (strings, or AddedToken objects {"content": ...}) and
+ *   additional_special_tokens, those that are set; then the keys of extra_json (a JSON object,
+ *   or NULL), which may override them; then messages (messages_json: a JSON array),
+ *   tools (tools_json: a JSON array, or NULL for None), documents (None) and
+ *   add_generation_prompt.
+ * *out is released with loam_free(); *out_len may be NULL. Errors: LOAM_E_FORMAT for a config
+ * without a usable chat_template, LOAM_E_INVAL for bad JSON arguments, LOAM_E_TEMPLATE as for
+ * loam_chat_template_render. Parses the template on every call. Thread-safe. */
+LOAM_API loam_status loam_chat_apply(const char *config_json, size_t config_len,
+                                     const char *template_override, const char *messages_json,
+                                     const char *tools_json, const char *extra_json,
+                                     bool add_generation_prompt, char **out, size_t *out_len,
+                                     loam_err *err);
+
 // ---- model, adapters, sessions (issue 5) ------------------------------------------------------
 
 /* A model: config.json parsed, every weight bound by name from the directory's safetensors
