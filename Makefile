@@ -42,7 +42,7 @@ $(BUILD)/obj/src/cpu/avx2.o:   EXTRA_ISA = $(ISA_avx2)
 $(BUILD)/obj/src/cpu/avx512.o: EXTRA_ISA = $(ISA_avx512)
 $(BUILD)/obj/src/cpu/neon.o:   EXTRA_ISA = $(ISA_neon)
 
-.PHONY: all lib test check asan ubsan tsan fuzz fuzz-smoke bench install clean fmt deps run examples
+.PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench install clean fmt deps run examples
 all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -76,6 +76,22 @@ asan:
 	$(MAKE) BUILD=build-asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" OPT="-O1 -g" test
 tsan:
 	$(MAKE) BUILD=build-tsan SAN="-fsanitize=thread" OPT="-O1 -g" test
+
+# Fuzz targets: every fuzz/fuzz_*.c, a libFuzzer program built with clang, ASan and UBSan against
+# a library compiled the same way in its own build folder. tools/check.d/fuzz.sh runs them.
+FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=clang OPT="-O1 -g" \
+	    SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    fuzz-targets
+fuzz-targets: $(FUZZ_BIN)
+$(BUILD)/fuzz/%: fuzz/%.c $(BUILD)/libloam.a
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+fuzz-smoke:
+	@tools/check.d/fuzz.sh
 
 # Everything CI runs: warnings are errors, the suite, the sanitizer suite, the fuzz smoke run.
 check:

@@ -29,18 +29,23 @@
 #include <omp.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 static const loam__kernels *const k_tables[] = {&loam__kernels_avx512, &loam__kernels_avx2,
                                                 &loam__kernels_scalar};
+/* F16C by cpuid leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c". */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
 static int cpu_can_run(const loam__kernels *kt) {
     __builtin_cpu_init();
     if (kt == &loam__kernels_avx512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               cpu_has_f16c();
     if (kt == &loam__kernels_avx2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     return 1;
 }
 #elif defined(__aarch64__)
