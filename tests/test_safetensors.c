@@ -560,7 +560,7 @@ static void find_many(void) {
     if (st) {
         int bad = 0;
         for (int i = 0; i < 300; i++) {
-            char name[8];
+            char name[16];
             snprintf(name, sizeof name, "t%03d", i);
             loam_tensor t;
             if (loam_st_find(st, name, &t, NULL) != LOAM_OK || *(const uint8_t *)t.data != (uint8_t)i)

@@ -23,7 +23,7 @@
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE __mmask16 mask16(int64_t n) {
-    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+    return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
 }
 
 /* n (<= 16) elements of a F32/F16/BF16 array at p as 16 floats (zero beyond n). */
