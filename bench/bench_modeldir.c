@@ -99,7 +99,9 @@ static void build_specs(void) {
     add_qlinear("lm_head", VOCAB, HIDDEN);
 }
 
-static uint8_t pattern(int tensor, uint64_t i) { return (uint8_t)(tensor * 131 + i * 7 + (i >> 12)); }
+static uint8_t pattern(int tensor, uint64_t i) {
+    return (uint8_t)(tensor * 131 + i * 7 + (i >> 12));
+}
 
 static loam_status fill(void *user, void *dst, uint64_t n, loam_err *err) {
     (void)err;
@@ -248,7 +250,8 @@ int main(int argc, char **argv) {
         snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
         FILE *f = fopen(p, "w");
         if (!f) goto done;
-        fprintf(f, "{\"metadata\":{\"total_size\":%llu},\"weight_map\":{", (unsigned long long)total);
+        fprintf(f, "{\"metadata\":{\"total_size\":%llu},\"weight_map\":{",
+                (unsigned long long)total);
         for (int i = 0; i < g_n; i++)
             fprintf(f, "%s\"%s\":\"model-%05d-of-%05d.safetensors\"", i ? "," : "", g_t[i].name,
                     g_t[i].shard + 1, n_shards);

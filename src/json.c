@@ -147,8 +147,8 @@ static loam_status lex_check(const uint8_t *s, size_t n, const char *what, loam_
         } else if (c == '-' || is_digit(c)) {
             size_t k = lex_number(s + i, n - i);
             if (k == 0)
-                return loam__fail(err, LOAM_E_FORMAT, "%s: invalid JSON: malformed number at byte %zu",
-                                  what, i);
+                return loam__fail(err, LOAM_E_FORMAT,
+                                  "%s: invalid JSON: malformed number at byte %zu", what, i);
             i += k;
         } else if (c == 't' && n - i >= 4 && memcmp(s + i, "true", 4) == 0) {
             i += 4;
@@ -158,10 +158,10 @@ static loam_status lex_check(const uint8_t *s, size_t n, const char *what, loam_
             i += 4;
         } else {
             if (c >= 0x20 && c < 0x7f)
-                return loam__fail(err, LOAM_E_FORMAT, "%s: invalid JSON: unexpected '%c' at byte %zu",
-                                  what, c, i);
-            return loam__fail(err, LOAM_E_FORMAT, "%s: invalid JSON: unexpected byte 0x%02x at byte %zu",
-                              what, c, i);
+                return loam__fail(err, LOAM_E_FORMAT,
+                                  "%s: invalid JSON: unexpected '%c' at byte %zu", what, c, i);
+            return loam__fail(err, LOAM_E_FORMAT,
+                              "%s: invalid JSON: unexpected byte 0x%02x at byte %zu", what, c, i);
         }
     }
     return LOAM_OK;

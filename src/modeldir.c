@@ -61,7 +61,8 @@ static const char *base_name(const char *path) {
 
 static int is_shard_name(const char *n) {
     size_t len = strlen(n), suf = strlen(".safetensors");
-    return len >= 5 + suf && strncmp(n, "model", 5) == 0 && strcmp(n + len - suf, ".safetensors") == 0;
+    return len >= 5 + suf && strncmp(n, "model", 5) == 0 &&
+           strcmp(n + len - suf, ".safetensors") == 0;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -209,9 +210,10 @@ static loam_status check_index(const loam_modeldir *md, const char *ipath, const
                               c->string, c->valuestring);
         const char *holder = base_name(loam_st_path(md->shards[e->shard]));
         if (strcmp(holder, c->valuestring) != 0)
-            return loam__fail(err, LOAM_E_FORMAT,
-                              "%s: maps tensor '%.80s' to %s, which does not contain it (it is in %s)",
-                              ipath, c->string, c->valuestring, holder);
+            return loam__fail(
+                err, LOAM_E_FORMAT,
+                "%s: maps tensor '%.80s' to %s, which does not contain it (it is in %s)", ipath,
+                c->string, c->valuestring, holder);
     }
     if (n_listed == md->n_tensors) return LOAM_OK;
     /* every listed name was found once, so some tensor is missing from the index */

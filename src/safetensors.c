@@ -270,9 +270,10 @@ static loam_status check_layout(loam_st *st, loam_err *err) {
             if (loam__mul_u64(n, (uint64_t)t->shape[d], &n)) {
                 char shape[160];
                 format_shape(shape, sizeof shape, t->n_dims, t->shape);
-                return loam__fail(err, LOAM_E_FORMAT,
-                                  "%s: tensor '%.80s': shape %s has more elements than 64 bits hold",
-                                  st->path, t->name, shape);
+                return loam__fail(
+                    err, LOAM_E_FORMAT,
+                    "%s: tensor '%.80s': shape %s has more elements than 64 bits hold", st->path,
+                    t->name, shape);
             }
         }
         uint64_t bits;
@@ -304,7 +305,8 @@ static loam_status check_layout(loam_st *st, loam_err *err) {
     uint64_t data_bytes = st->file_bytes - 8 - st->header_bytes; /* rule 3 made this safe */
     if (start < data_bytes)
         return loam__fail(err, LOAM_E_FORMAT,
-                          "%s: %" PRIu64 " trailing bytes after the last tensor (data section is %" PRIu64
+                          "%s: %" PRIu64
+                          " trailing bytes after the last tensor (data section is %" PRIu64
                           " bytes, tensors cover %" PRIu64 ")",
                           st->path, data_bytes - start, data_bytes, start);
     if (start > data_bytes)
@@ -540,7 +542,9 @@ void loam_st_writer_free(loam_st_writer *w) {
     loam__free(w);
 }
 
-static int valid_text(const char *s) { return loam__utf8_valid((const uint8_t *)s, strlen(s), NULL); }
+static int valid_text(const char *s) {
+    return loam__utf8_valid((const uint8_t *)s, strlen(s), NULL);
+}
 
 loam_status loam_st_writer_set_metadata(loam_st_writer *w, const char *key, const char *value,
                                         loam_err *err) {

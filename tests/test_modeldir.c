@@ -60,7 +60,8 @@ static void put_shard(const char *file, const char *const *names, size_t n) {
     loam_st_writer_free(w);
 }
 
-static const char *const k_s1[] = {"model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"};
+static const char *const k_s1[] = {"model.embed_tokens.weight",
+                                   "model.layers.0.mlp.up_proj.weight"};
 static const char *const k_s2[] = {"model.layers.1.mlp.up_proj.weight", "lm_head.weight"};
 static const char *const k_s3[] = {"model.norm.weight"};
 
@@ -235,7 +236,8 @@ static void index_names_missing_shard(void) {
     put_shard(F1, k_s1, 2);
     put_shard(F2, k_s2, 2);
     put_text("model.safetensors.index.json", k_index_ok);
-    EXPECT_OPEN_FAIL(LOAM_E_FORMAT, "model.safetensors.index.json: names shard " F3 ", which is missing");
+    EXPECT_OPEN_FAIL(LOAM_E_FORMAT,
+                     "model.safetensors.index.json: names shard " F3 ", which is missing");
     rm_dir();
 }
 
@@ -263,8 +265,8 @@ static void index_lists_absent_tensor(void) {
              "\"model.layers.1.mlp.up_proj.weight\":\"" F2 "\","
              "\"model.layers.2.mlp.up_proj.weight\":\"" F2 "\","
              "\"model.norm.weight\":\"" F3 "\"}}");
-    EXPECT_OPEN_FAIL(LOAM_E_FORMAT,
-                     "maps tensor 'model.layers.2.mlp.up_proj.weight' to " F2 ", which does not contain it");
+    EXPECT_OPEN_FAIL(LOAM_E_FORMAT, "maps tensor 'model.layers.2.mlp.up_proj.weight' to " F2
+                                    ", which does not contain it");
     rm_dir();
 }
 

@@ -649,7 +649,8 @@ static int analyse_adapter(insp *in, ainfo *a) {
                 hit = strstr(name, mk);
             }
             if (!hit) continue;
-            if (note_module(a, name, (size_t)(hit - name))) return fail("%s: out of memory", in->path);
+            if (note_module(a, name, (size_t)(hit - name)))
+                return fail("%s: out of memory", in->path);
             if (rd >= 0 && t->n_dims > rd && add_i64(&a->ranks, &a->n_ranks, t->shape[rd]))
                 return fail("%s: out of memory", in->path);
             if ((mlx && m == 2) || (!mlx && m == 4)) a->dora_tensors = 1;
@@ -676,8 +677,9 @@ static void format_ranges(char *buf, size_t cap, const int64_t *v, size_t n) {
     for (size_t i = 0; i < n && k < cap;) {
         size_t j = i;
         while (j + 1 < n && v[j + 1] == v[j] + 1) j++;
-        int w = j > i ? snprintf(buf + k, cap - k, "%s%" PRId64 "-%" PRId64, i ? ", " : "", v[i], v[j])
-                      : snprintf(buf + k, cap - k, "%s%" PRId64, i ? ", " : "", v[i]);
+        int w =
+            j > i ? snprintf(buf + k, cap - k, "%s%" PRId64 "-%" PRId64, i ? ", " : "", v[i], v[j])
+                  : snprintf(buf + k, cap - k, "%s%" PRId64, i ? ", " : "", v[i]);
         if (w < 0) break;
         k += (size_t)w;
         i = j + 1;
@@ -746,8 +748,12 @@ static void print_text(const insp *in, const cinfo *c, const qinfo *q, const ain
         if (c->has_layer) printf(" layers %" PRId64 ",", c->n_layer);
         if (c->has_embd) printf(" hidden %" PRId64 ",", c->n_embd);
         if (c->has_head) printf(" heads %" PRId64 ",", c->n_head);
-        if (c->has_head_kv) printf(" kv heads %" PRId64 "%s,", c->n_head_kv, c->head_kv_derived ? " (= heads)" : "");
-        if (c->has_head_dim) printf(" head_dim %" PRId64 "%s,", c->head_dim, c->head_dim_derived ? " (hidden/heads)" : "");
+        if (c->has_head_kv)
+            printf(" kv heads %" PRId64 "%s,", c->n_head_kv,
+                   c->head_kv_derived ? " (= heads)" : "");
+        if (c->has_head_dim)
+            printf(" head_dim %" PRId64 "%s,", c->head_dim,
+                   c->head_dim_derived ? " (hidden/heads)" : "");
         if (c->has_vocab) printf(" vocab %" PRId64 ",", c->n_vocab);
         if (c->has_ff) printf(" ffn %" PRId64 ",", c->n_ff);
         printf(" tied embeddings %s\n ", c->has_tied ? (c->tied ? "yes" : "no") : "no (default)");
@@ -776,7 +782,8 @@ static void print_text(const insp *in, const cinfo *c, const qinfo *q, const ain
             printf(" (config \"%s\")\n", q->key);
             int first = 1;
             for (const cJSON *o = q->dict->child; o; o = o->next) {
-                if (is_reserved_qkey(o->string) || (!cJSON_IsObject(o) && !cJSON_IsFalse(o))) continue;
+                if (is_reserved_qkey(o->string) || (!cJSON_IsObject(o) && !cJSON_IsFalse(o)))
+                    continue;
                 printf("%s", first ? "  overrides: " : "; ");
                 first = 0;
                 print_name(o->string, 0);
@@ -805,7 +812,8 @@ static void print_text(const insp *in, const cinfo *c, const qinfo *q, const ain
             printf(" (lora_alpha %g / %s%" PRId64 "%s)", a->alpha, a->use_rslora ? "sqrt(" : "",
                    a->rank, a->use_rslora ? ")" : "");
         if (!strcmp(in->adapter_format, "mlx-lm")) printf(", num_layers %" PRId64, a->num_layers);
-        printf(", dropout %g%s\n", a->dropout, a->has_patterns ? ", per-module rank/alpha patterns" : "");
+        printf(", dropout %g%s\n", a->dropout,
+               a->has_patterns ? ", per-module rank/alpha patterns" : "");
         if (!strcmp(in->adapter_format, "mlx-lm")) {
             printf("  keys: ");
             if (!a->keys) printf("default (every linear layer of the block)");
@@ -819,7 +827,8 @@ static void print_text(const insp *in, const cinfo *c, const qinfo *q, const ain
             else if (cJSON_IsString(tm)) printf("%s", tm->valuestring);
             else
                 for (const cJSON *k = tm->child; k; k = k->next)
-                    printf("%s%s", k == tm->child ? "" : ", ", cJSON_IsString(k) ? k->valuestring : "?");
+                    printf("%s%s", k == tm->child ? "" : ", ",
+                           cJSON_IsString(k) ? k->valuestring : "?");
             printf("\n");
             if (a->base_model) printf("  base model: %s\n", a->base_model);
         }
@@ -853,8 +862,8 @@ static void print_text(const insp *in, const cinfo *c, const qinfo *q, const ain
         format_shape(shape, sizeof shape, &r->t);
         printf("  ");
         print_name(r->t.name, w);
-        printf("  %-11s %-22s %14" PRIu64 "  %5zu  ", loam_dtype_name(r->t.dtype), shape, r->t.n_bytes,
-               r->shard);
+        printf("  %-11s %-22s %14" PRIu64 "  %5zu  ", loam_dtype_name(r->t.dtype), shape,
+               r->t.n_bytes, r->shard);
         if (r->quant == 1) {
             if (r->bits) printf("%s %" PRId64 "-bit g%" PRId64, r->mode, r->bits, r->group_size);
             else printf("quantized, bits unknown");
@@ -880,7 +889,9 @@ static void print_text(const insp *in, const cinfo *c, const qinfo *q, const ain
 
 // ---- JSON output ------------------------------------------------------------------------------
 
-static cJSON *opt_int(int has, int64_t v) { return has ? cJSON_CreateNumber((double)v) : cJSON_CreateNull(); }
+static cJSON *opt_int(int has, int64_t v) {
+    return has ? cJSON_CreateNumber((double)v) : cJSON_CreateNull();
+}
 
 static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainfo *a,
                       const totals *tt) {
@@ -908,8 +919,11 @@ static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainf
     if (in->config) {
         cJSON *j = cJSON_AddObjectToObject(o, "config");
         cJSON_AddStringToObject(j, "file", in->config_path);
-        cJSON_AddItemToObject(j, "architecture", c->arch ? cJSON_CreateString(c->arch) : cJSON_CreateNull());
-        cJSON_AddItemToObject(j, "model_type", c->model_type ? cJSON_CreateString(c->model_type) : cJSON_CreateNull());
+        cJSON_AddItemToObject(j, "architecture",
+                              c->arch ? cJSON_CreateString(c->arch) : cJSON_CreateNull());
+        cJSON_AddItemToObject(j, "model_type",
+                              c->model_type ? cJSON_CreateString(c->model_type)
+                                            : cJSON_CreateNull());
         cJSON_AddItemToObject(j, "num_hidden_layers", opt_int(c->has_layer, c->n_layer));
         cJSON_AddItemToObject(j, "hidden_size", opt_int(c->has_embd, c->n_embd));
         cJSON_AddItemToObject(j, "num_attention_heads", opt_int(c->has_head, c->n_head));
@@ -920,9 +934,15 @@ static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainf
         cJSON_AddItemToObject(j, "intermediate_size", opt_int(c->has_ff, c->n_ff));
         cJSON_AddItemToObject(j, "max_position_embeddings", opt_int(c->has_max_pos, c->max_pos));
         cJSON_AddBoolToObject(j, "tie_word_embeddings", c->has_tied && c->tied);
-        cJSON_AddItemToObject(j, "rope_theta", c->has_rope_theta ? cJSON_CreateNumber(c->rope_theta) : cJSON_CreateNull());
-        cJSON_AddItemToObject(j, "rope_scaling", c->rope_scaling ? cJSON_Duplicate(c->rope_scaling, 1) : cJSON_CreateNull());
-        cJSON_AddItemToObject(j, "torch_dtype", c->torch_dtype ? cJSON_CreateString(c->torch_dtype) : cJSON_CreateNull());
+        cJSON_AddItemToObject(j, "rope_theta",
+                              c->has_rope_theta ? cJSON_CreateNumber(c->rope_theta)
+                                                : cJSON_CreateNull());
+        cJSON_AddItemToObject(j, "rope_scaling",
+                              c->rope_scaling ? cJSON_Duplicate(c->rope_scaling, 1)
+                                              : cJSON_CreateNull());
+        cJSON_AddItemToObject(j, "torch_dtype",
+                              c->torch_dtype ? cJSON_CreateString(c->torch_dtype)
+                                             : cJSON_CreateNull());
     } else {
         cJSON_AddNullToObject(o, "config");
     }
@@ -943,7 +963,8 @@ static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainf
         }
         cJSON *qt = cJSON_AddArrayToObject(j, "quantized_tensors");
         for (size_t i = 0; i < in->n_rows; i++)
-            if (in->rows[i].quant == 1) cJSON_AddItemToArray(qt, cJSON_CreateString(in->rows[i].t.name));
+            if (in->rows[i].quant == 1)
+                cJSON_AddItemToArray(qt, cJSON_CreateString(in->rows[i].t.name));
     } else {
         cJSON *j = cJSON_AddObjectToObject(o, "adapter");
         cJSON_AddStringToObject(j, "format", in->adapter_format);
@@ -954,20 +975,26 @@ static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainf
         if (a->has_alpha) {
             cJSON_AddNumberToObject(j, "lora_alpha", a->alpha);
             cJSON_AddBoolToObject(j, "use_rslora", a->use_rslora);
-            cJSON_AddItemToObject(j, "target_modules", a->target_modules ? cJSON_Duplicate(a->target_modules, 1) : cJSON_CreateNull());
+            cJSON_AddItemToObject(j, "target_modules",
+                                  a->target_modules ? cJSON_Duplicate(a->target_modules, 1)
+                                                    : cJSON_CreateNull());
             cJSON_AddBoolToObject(j, "rank_or_alpha_patterns", a->has_patterns);
         } else {
             cJSON_AddNumberToObject(j, "num_layers", (double)a->num_layers);
-            cJSON_AddItemToObject(j, "keys", a->keys ? cJSON_Duplicate(a->keys, 1) : cJSON_CreateNull());
+            cJSON_AddItemToObject(j, "keys",
+                                  a->keys ? cJSON_Duplicate(a->keys, 1) : cJSON_CreateNull());
         }
         cJSON_AddNumberToObject(j, "dropout", a->dropout);
         cJSON_AddBoolToObject(j, "use_dora", a->use_dora);
         cJSON *l = cJSON_AddArrayToObject(j, "adapted_layers");
-        for (size_t i = 0; i < a->n_layers; i++) cJSON_AddItemToArray(l, cJSON_CreateNumber((double)a->layers[i]));
+        for (size_t i = 0; i < a->n_layers; i++)
+            cJSON_AddItemToArray(l, cJSON_CreateNumber((double)a->layers[i]));
         cJSON *m = cJSON_AddArrayToObject(j, "adapted_modules");
-        for (size_t i = 0; i < a->n_mods; i++) cJSON_AddItemToArray(m, cJSON_CreateString(a->mods[i]));
+        for (size_t i = 0; i < a->n_mods; i++)
+            cJSON_AddItemToArray(m, cJSON_CreateString(a->mods[i]));
         cJSON *r = cJSON_AddArrayToObject(j, "tensor_ranks");
-        for (size_t i = 0; i < a->n_ranks; i++) cJSON_AddItemToArray(r, cJSON_CreateNumber((double)a->ranks[i]));
+        for (size_t i = 0; i < a->n_ranks; i++)
+            cJSON_AddItemToArray(r, cJSON_CreateNumber((double)a->ranks[i]));
         cJSON_AddBoolToObject(j, "dora_tensors", a->dora_tensors);
     }
     cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
@@ -977,10 +1004,12 @@ static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainf
         cJSON_AddStringToObject(j, "name", r->t.name);
         cJSON_AddStringToObject(j, "dtype", loam_dtype_name(r->t.dtype));
         cJSON *sh = cJSON_AddArrayToObject(j, "shape");
-        for (int32_t d = 0; d < r->t.n_dims; d++) cJSON_AddItemToArray(sh, json_u64((uint64_t)r->t.shape[d]));
+        for (int32_t d = 0; d < r->t.n_dims; d++)
+            cJSON_AddItemToArray(sh, json_u64((uint64_t)r->t.shape[d]));
         cJSON_AddItemToObject(j, "bytes", json_u64(r->t.n_bytes));
         cJSON_AddItemToObject(j, "shard", json_u64(r->shard));
-        cJSON_AddItemToObject(j, "parameters", r->params_known ? json_u64(r->params) : cJSON_CreateNull());
+        cJSON_AddItemToObject(j, "parameters",
+                              r->params_known ? json_u64(r->params) : cJSON_CreateNull());
         if (r->quant == 1) {
             cJSON *qq = cJSON_AddObjectToObject(j, "quantized");
             cJSON_AddStringToObject(qq, "mode", r->mode);
@@ -991,7 +1020,8 @@ static int print_json(const insp *in, const cinfo *c, const qinfo *q, const ainf
     }
     cJSON *tj = cJSON_AddObjectToObject(o, "totals");
     cJSON_AddItemToObject(tj, "tensors", json_u64(in->n_rows));
-    cJSON_AddItemToObject(tj, "parameters", tt->params_known ? json_u64(tt->params) : cJSON_CreateNull());
+    cJSON_AddItemToObject(tj, "parameters",
+                          tt->params_known ? json_u64(tt->params) : cJSON_CreateNull());
     cJSON_AddItemToObject(tj, "bytes", json_u64(tt->bytes));
     cJSON *dt = cJSON_AddObjectToObject(tj, "dtypes");
     for (int d = 1; d < LOAM_DTYPE_COUNT; d++) {
@@ -1056,7 +1086,8 @@ static int open_target(insp *in) {
         if (s != LOAM_OK) return fail("%s", e.msg);
         in->shard[0] = in->st;
         in->n_shards = 1;
-        if (!is_file(in->acfg_path)) return fail("%s: missing (it describes the adapter)", in->acfg_path);
+        if (!is_file(in->acfg_path))
+            return fail("%s: missing (it describes the adapter)", in->acfg_path);
         return load_json(in->acfg_path, &in->acfg);
     }
     free(mlx);
