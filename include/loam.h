@@ -280,6 +280,95 @@ LOAM_API const char *loam_cpu_kernels_name(void);
 
 // ---- tokenizer (issue 4) ----------------------------------------------------------------------
 
+/* A Hugging Face tokenizer.json tokenizer: the BPE model (byte-level as in Qwen and Llama 3, or
+ * SentencePiece-style with byte fallback) with its added tokens, normalizers, pre-tokenizers,
+ * post-processor and decoder, giving the same ids and text as the `tokenizers` library.
+ * Components we do not implement make loading fail with LOAM_E_UNSUPPORTED naming the component,
+ * e.g. "tokenizer.json: pre_tokenizer type 'UnicodeScripts' is not supported". The file's
+ * `truncation` and `padding` are ignored, as transformers does on every call.
+ * A loaded tokenizer is immutable (its word cache is internal and locked): every function
+ * taking a const loam_tokenizer * may be called from any number of threads at once. */
+typedef struct loam_tokenizer loam_tokenizer;
+
+/* Loads a tokenizer.json file. On success *out owns the tokenizer until loam_tokenizer_close.
+ * On failure *out is NULL and err names the file and the first problem (LOAM_E_IO,
+ * LOAM_E_FORMAT for malformed JSON or an inconsistent model, LOAM_E_UNSUPPORTED). */
+LOAM_API loam_status loam_tokenizer_open(loam_tokenizer **out, const char *tokenizer_json_path,
+                                         loam_err *err);
+/* Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json: its bos_token,
+ * eos_token and pad_token strings (or {"content": ...} objects) are resolved to ids, and its
+ * raw text is kept for the chat template. A missing tokenizer_config.json is not an error. */
+LOAM_API loam_status loam_tokenizer_open_dir(loam_tokenizer **out, const char *model_dir,
+                                             loam_err *err);
+/* Loads tokenizer.json text from memory (json is borrowed for the call; need not be
+ * NUL-terminated). */
+LOAM_API loam_status loam_tokenizer_open_memory(loam_tokenizer **out, const char *json,
+                                                size_t json_len, loam_err *err);
+/* NULL is a no-op. No stream of this tokenizer may be used afterwards. */
+LOAM_API void loam_tokenizer_close(loam_tokenizer *tok);
+
+/* Encodes text_len bytes of UTF-8 text. add_special applies the post-processor (e.g. a BOS
+ * from TemplateProcessing), as `add_special_tokens=True` does. Special added tokens written in
+ * the text (e.g. "<|im_start|>") are always recognised. Invalid UTF-8 is not an error: every
+ * maximal ill-formed subsequence is read as U+FFFD, as Python's bytes.decode("utf-8",
+ * "replace") does, and that text is encoded. NUL bytes are ordinary characters.
+ * Writes min(*n, cap) ids to ids and the number of ids in *n: when *n > cap the output is
+ * incomplete; call again with cap >= *n (ids may be NULL when cap is 0).
+ * Errors: LOAM_E_INVAL (NULL arguments), LOAM_E_NOMEM, LOAM_E_FORMAT (an unk_token missing
+ * from the vocab is found only when needed, as in HF). */
+LOAM_API loam_status loam_tok_encode(const loam_tokenizer *tok, const char *text, size_t text_len,
+                                     bool add_special, int32_t *ids, size_t cap, size_t *n,
+                                     loam_err *err);
+/* Decodes ids into UTF-8 text, as `tokenizers` decode does: the decoder chain runs over the
+ * token strings, incomplete or invalid byte sequences become U+FFFD, ids with no token
+ * (negative, >= loam_tok_n_vocab, unused embedding rows) are skipped; with skip_special, tokens
+ * of special added tokens (loam_tok_is_special) are left out. *len receives the text length in
+ * bytes; the text and a terminating NUL are written only when cap > *len (otherwise call again
+ * with cap >= *len + 1; buf may be NULL when cap is 0). The text is always valid UTF-8. */
+LOAM_API loam_status loam_tok_decode(const loam_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                                     bool skip_special, char *buf, size_t cap, size_t *len,
+                                     loam_err *err);
+/* One more than the largest id of the vocab and the added tokens (Qwen3: 151669; the model's
+ * embedding may have more rows). */
+LOAM_API int32_t loam_tok_n_vocab(const loam_tokenizer *tok);
+/* The token string of id as stored in tokenizer.json (an added token's content, else the vocab
+ * piece, e.g. "Ġthe" in byte-level vocabularies), NUL-terminated; NULL when id has none. Valid
+ * until loam_tokenizer_close. */
+LOAM_API const char *loam_tok_piece(const loam_tokenizer *tok, int32_t id);
+/* Id of a token string (added tokens first, then the vocab), -1 when absent. */
+LOAM_API int32_t loam_tok_id(const loam_tokenizer *tok, const char *piece);
+/* True when id's token string is the content of a special added token (skipped by
+ * skip_special). Qwen3's <think> is an added token but not special. */
+LOAM_API bool loam_tok_is_special(const loam_tokenizer *tok, int32_t id);
+/* Ids of tokenizer_config.json's bos_token / eos_token / pad_token, -1 when the tokenizer was not
+ * opened from a directory, the field is null or absent, or names no token. */
+LOAM_API int32_t loam_tok_bos_id(const loam_tokenizer *tok);
+LOAM_API int32_t loam_tok_eos_id(const loam_tokenizer *tok);
+LOAM_API int32_t loam_tok_pad_id(const loam_tokenizer *tok);
+
+/* Streaming detokenizer: turns ids arriving one at a time into text chunks that never split a
+ * UTF-8 character. A chunk is held back while the text so far ends in an incomplete sequence
+ * (shown as U+FFFD) and released when the next tokens complete it; flush releases the rest.
+ * The concatenated chunks equal loam_tok_decode of all ids (the one exception: a stretch of 64
+ * tokens that never completes a character is released as it stands). Each stream belongs to
+ * one thread; streams of one tokenizer are independent. */
+typedef struct loam_tok_stream loam_tok_stream;
+
+/* tok is borrowed and must outlive the stream. */
+LOAM_API loam_status loam_tok_stream_new(const loam_tokenizer *tok, bool skip_special,
+                                         loam_tok_stream **out, loam_err *err);
+/* Adds one id. *text and *len receive the new text (possibly empty, len 0), NUL-terminated, valid
+ * until the next call on this stream. */
+LOAM_API loam_status loam_tok_stream_push(loam_tok_stream *s, int32_t id, const char **text,
+                                          size_t *len, loam_err *err);
+/* Releases everything held back (possibly containing U+FFFD for bytes that never formed a
+ * character) and resets the stream for a new sequence. Same *text and *len contract as push. */
+LOAM_API loam_status loam_tok_stream_flush(loam_tok_stream *s, const char **text, size_t *len,
+                                           loam_err *err);
+/* NULL is a no-op. */
+LOAM_API void loam_tok_stream_free(loam_tok_stream *s);
+
+
 // ---- chat templates (issue 4) -----------------------------------------------------------------
 
 /* A chat template: the Jinja template of a model's tokenizer_config.json ("chat_template"),
