@@ -83,7 +83,7 @@ static void slist_reset(slist *l) {
     l->sp.len = 0;
 }
 
-#define STR(l, i) ((l)->buf.p + (l)->sp.p[i].start)
+#define STR(l, i) ((l)->buf.p ? (l)->buf.p + (l)->sp.p[i].start : "")
 #define LEN(l, i) ((l)->sp.p[i].end - (l)->sp.p[i].start)
 
 static const char k_fffd[3] = {'\xEF', '\xBF', '\xBD'};
