@@ -28,7 +28,8 @@ static const char *k_usage =
     "                        special tokens written in the text are still recognised\n"
     "  --file F              encode the contents of F instead of TEXT\n"
     "  --bench               time encoding F (one call on the whole text, then one call per\n"
-    "                        line; best of --repeat runs, default 3) and print MB/s\n"
+    "                        line as Python's splitlines cuts them; best of --repeat runs,\n"
+    "                        default 3) and print MB/s\n"
     "  -h, --help            this text\n"
     "\n"
     "Invalid UTF-8 in the input is encoded as U+FFFD. Exit status: 0 ok, 1 bad tokenizer or\n"
@@ -95,6 +96,21 @@ static double now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* End of the line starting at `start`, its terminator included, by the rules of Python's
+ * str.splitlines(keepends=True): \n, \r, \r\n, \v, \f, \x1c-\x1e, U+0085, U+2028, U+2029. */
+static size_t line_end(const char *s, size_t n, size_t start) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = start; i < n; i++) {
+        unsigned char c = u[i];
+        if (c == '\r') return i + 1 < n && u[i + 1] == '\n' ? i + 2 : i + 1;
+        if (c == '\n' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1e)) return i + 1;
+        if (c == 0xC2 && i + 1 < n && u[i + 1] == 0x85) return i + 2;
+        if (c == 0xE2 && i + 2 < n && u[i + 1] == 0x80 && (u[i + 2] == 0xA8 || u[i + 2] == 0xA9))
+            return i + 3;
+    }
+    return n;
+}
+
 static int bench(const loam_tokenizer *tok, const char *path, const char *text, size_t len,
                  long long repeat) {
     int32_t *ids = NULL;
@@ -111,9 +127,8 @@ static int bench(const loam_tokenizer *tok, const char *path, const char *text, 
         t0 = now();
         size_t total = 0, start = 0;
         n_lines = 0;
-        while (start < len) { /* lines keep their '\n', as Python's splitlines(keepends=True) */
-            const char *nl = memchr(text + start, '\n', len - start);
-            size_t end = nl ? (size_t)(nl - text) + 1 : len;
+        while (start < len) {
+            size_t end = line_end(text, len, start);
             if (encode(tok, text + start, end - start, false, &ids, &cap, &n, &err)) goto fail;
             total += n;
             n_lines++;
