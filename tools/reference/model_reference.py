@@ -5,6 +5,8 @@ case.json) writes into OUT/<case>/:
     logits_base.f32   base model
     logits_mlx.f32    base + the mlx-lm adapter
     logits_peft.f32   base + the PEFT adapter (cases that have one)
+    hidden_base.f32   base model activations [layers + 2, n_ids, hidden]: embedding output, the
+                      residual stream after each decoder layer, the final RMSNorm output
 each raw little-endian float32 [n_ids, vocab], row i = logits for the next token after
 ids[0..i], and reference.json:
     {"ids": [...], "cases": {"base": "logits_base.f32", "mlx": ..., "peft": ...},
@@ -221,6 +223,27 @@ def run_logits(model, ids):
     return out.logits[0].detach().cpu().double().numpy()
 
 
+def hidden_states(model, ids):
+    """[L + 2, n, H]: embedding output, output of every decoder layer, final norm output."""
+    import torch
+    rec = []
+
+    def grab(_m, _inp, out):
+        rec.append((out[0] if isinstance(out, tuple) else out)[0].detach().cpu().double().numpy())
+    hooks = [model.model.embed_tokens.register_forward_hook(grab)]
+    hooks += [layer.register_forward_hook(grab) for layer in model.model.layers]
+    hooks.append(model.model.norm.register_forward_hook(grab))
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([ids]), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(rec) != len(model.model.layers) + 2:
+        raise RuntimeError("hidden_states: %d records" % len(rec))
+    return np.stack(rec)
+
+
 def greedy(model, ids, n=N_GREEDY):
     seq, margins = list(ids), []
     for _ in range(n):
@@ -310,6 +333,13 @@ def do_variant(ref, var, delta, w32, cfg, ids, base32, case_dir, out_dir):
         wv32.update({k: v.astype(np.float32) for k, v in delta.items()})
         m32 = base32 if var == "base" else hf_model(cfg, wv32, torch.float32)
         m64 = hf_model(cfg, w64, torch.float64)
+    if var == "base":
+        hid = hidden_states(m32, ids)
+        hid.astype("<f4").tofile(os.path.join(out_dir, "hidden_base.f32"))
+        ref["hidden"] = {"base": "hidden_base.f32", "layout":
+                         "raw little-endian float32 [num_hidden_layers + 2, n_ids, hidden_size]: row 0 = "
+                         "embedding output, row 1 + i = residual stream after decoder layer i, last row = "
+                         "after the final RMSNorm (float32 base model)"}
     l32 = run_logits(m32, ids)
     l64 = run_logits(m64, ids)
     g32, marg = greedy(m32, ids)
