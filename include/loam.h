@@ -411,9 +411,10 @@ LOAM_API loam_status loam_chat_template_render(const loam_chat_template *t, cons
  * - the variables are the special tokens bos_token, eos_token, unk_token, sep_token,
  *   pad_token, cls_token, mask_token (strings, or AddedToken objects {"content": ...}) and
  *   additional_special_tokens, those that are set; then the keys of extra_json (a JSON object,
- *   or NULL), which may override them; then messages (messages_json: a JSON array),
- *   tools (tools_json: a JSON array, or NULL for None), documents (None) and
- *   add_generation_prompt.
+ *   or NULL), which may override them; then messages, tools (tools_json: a JSON array, or NULL
+ *   for None), documents (None) and add_generation_prompt. messages_json is a JSON array of
+ *   messages, or a JSON object holding "messages" and optionally "tools" (used when tools_json
+ *   is NULL), as an OpenAI request body does.
  * *out is released with loam_free(); *out_len may be NULL. Errors: LOAM_E_FORMAT for a config
  * without a usable chat_template, LOAM_E_INVAL for bad JSON arguments, LOAM_E_TEMPLATE as for
  * loam_chat_template_render. Parses the template on every call. Thread-safe. */

@@ -128,8 +128,23 @@ static loam_status apply_inner(jinja_arena *a, const char *config_json, size_t c
     if (rc) return loam__fail(err, rc == -2 ? LOAM_E_NOMEM : LOAM_E_FORMAT, "tokenizer_config.json: %s", why);
     if (cfg.type != JV_DICT) return loam__fail(err, LOAM_E_FORMAT, "tokenizer_config.json: not a JSON object");
     jinja_value messages, tools = jv_none(), extra = jv_undef();
-    loam_status st = parse_arg(a, "messages", messages_json, JV_LIST, &messages, err);
-    if (st == LOAM_OK && tools_json) st = parse_arg(a, "tools", tools_json, JV_LIST, &tools, err);
+    int rc2 = loam__jinja_json_parse(a, messages_json, strlen(messages_json), &messages, why, sizeof why);
+    if (rc2) return loam__fail(err, rc2 == -2 ? LOAM_E_NOMEM : LOAM_E_INVAL, "chat template messages: %s", why);
+    bool has_tools = tools_json != NULL;
+    if (messages.type == JV_DICT) { /* {"messages": [...], "tools": [...]} */
+        bool found;
+        jinja_value t = loam__jinja_dict_get_cstr(messages.u.d, "tools", &found);
+        if (found && !has_tools && t.type != JV_NONE) {
+            if (t.type != JV_LIST) return loam__fail(err, LOAM_E_INVAL, "chat template messages: \"tools\" must be an array");
+            tools = t;
+            has_tools = true;
+        }
+        messages = loam__jinja_dict_get_cstr(messages.u.d, "messages", &found);
+        if (!found) return loam__fail(err, LOAM_E_INVAL, "chat template messages: object without \"messages\"");
+    }
+    if (messages.type != JV_LIST) return loam__fail(err, LOAM_E_INVAL, "chat template messages: must be a JSON array");
+    loam_status st = LOAM_OK;
+    if (tools_json) st = parse_arg(a, "tools", tools_json, JV_LIST, &tools, err);
     if (st == LOAM_OK && extra_json) st = parse_arg(a, "extra variables", extra_json, JV_DICT, &extra, err);
     if (st != LOAM_OK) return st;
 
@@ -154,7 +169,7 @@ static loam_status apply_inner(jinja_arena *a, const char *config_json, size_t c
                 if (name.u.s.n == 7 && !memcmp(name.u.s.p, "default", 7)) dflt = tpl;
                 if (name.u.s.n == 8 && !memcmp(name.u.s.p, "tool_use", 8)) tool_use = tpl;
             }
-            jinja_value pick = tools_json && tool_use.type == JV_STR ? tool_use : dflt;
+            jinja_value pick = has_tools && tool_use.type == JV_STR ? tool_use : dflt;
             if (pick.type != JV_STR)
                 return loam__fail(err, LOAM_E_FORMAT,
                                   "tokenizer_config.json: several chat templates and none named \"default\"");

@@ -356,6 +356,10 @@ static void test_apply_config(void) {
     CHECK_OK(loam_chat_apply(cfg, strlen(cfg), "override {{ messages | length }}", "[1, 2]", NULL, NULL, true, &out, NULL, &e), e);
     CHECK_STR(out, "override 2");
     loam_free(out);
+    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "{\"messages\": [], \"tools\": [1, 2.0]}", NULL, NULL, true, &out, NULL, &e), e);
+    CHECK_STR(out, "T2TrueNone");
+    loam_free(out);
+    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "{\"tools\": []}", NULL, NULL, true, &out, NULL, &e), LOAM_E_INVAL);
     CHECK_EQ_I64(loam_chat_apply("{}", 2, NULL, "[]", NULL, NULL, true, &out, NULL, &e), LOAM_E_FORMAT);
     CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "{}", NULL, NULL, true, &out, NULL, &e), LOAM_E_INVAL);
     CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", "{}", NULL, true, &out, NULL, &e), LOAM_E_INVAL);
