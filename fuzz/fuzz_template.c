@@ -4,7 +4,7 @@
  * every input finishes quickly. Whatever the bytes, parsing and rendering must return a status:
  * no crash, no sanitizer report, no hang, no leak.
  *
- * Build and run (tools/check.d/fuzz-template.sh does this for CI, time-bounded):
+ * Built by `make fuzz` and run time-bounded by tools/check.d/fuzz.sh; by hand:
  *   clang -fsanitize=fuzzer,address,undefined -Iinclude -Isrc fuzz/fuzz_template.c \
  *         src/jinja_*.c src/chat_template.c src/status.c -lutf8proc -lm -o fuzz_template
  *   ./fuzz_template fuzz/corpus/template
