@@ -424,6 +424,15 @@ LOAM_API loam_status loam_chat_apply(const char *config_json, size_t config_len,
                                      bool add_generation_prompt, char **out, size_t *out_len,
                                      loam_err *err);
 
+/* loam_chat_apply() with the tokenizer_config.json text kept by loam_tokenizer_open_dir():
+ * the model's own chat template and special tokens. *out (NUL-terminated) is released with
+ * loam_free(). LOAM_E_NOTFOUND when the tokenizer was not opened from a directory with a
+ * tokenizer_config.json; other errors as loam_chat_apply. Thread-safe for a const tokenizer. */
+LOAM_API loam_status loam_tok_apply_chat_template(const loam_tokenizer *tok, const char *messages_json,
+                                                  const char *tools_json, const char *extra_json,
+                                                  bool add_generation_prompt, char **out,
+                                                  loam_err *err);
+
 // ---- model, adapters, sessions (issue 5) ------------------------------------------------------
 
 /* A model: config.json parsed, every weight bound by name from the directory's safetensors

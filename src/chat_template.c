@@ -2,6 +2,9 @@
  * many times from any thread, and loam_chat_apply(), which does what transformers'
  * apply_chat_template(tokenize=False) does with a tokenizer_config.json.
  *
+ * loam_tok_apply_chat_template() is the same with the tokenizer_config.json text a tokenizer
+ * opened from a model directory keeps (src/tokenizer.h).
+ *
  * The interpreter itself is in jinja_parse.c (source -> AST), jinja_eval.c (AST -> text),
  * jinja_builtins.c (filters, tests, methods, globals) and jinja_value.c (values, JSON); jinja.h
  * describes the semantics they follow.
@@ -16,6 +19,7 @@
  *   output    = template.render(**variables), no trailing newline added or removed.
  */
 #include "jinja.h"
+#include "tokenizer.h"
 
 struct loam_chat_template {
     jinja_template t;
@@ -230,4 +234,18 @@ loam_status loam_chat_apply(const char *config_json, size_t config_len, const ch
                                  add_generation_prompt, out, out_len, err);
     loam__jinja_arena_free(&a);
     return st;
+}
+
+loam_status loam_tok_apply_chat_template(const loam_tokenizer *tok, const char *messages_json, const char *tools_json,
+                                         const char *extra_json, bool add_generation_prompt, char **out,
+                                         loam_err *err) {
+    if (!out) return loam__fail(err, LOAM_E_INVAL, "loam_tok_apply_chat_template: out is NULL");
+    *out = NULL;
+    if (!tok) return loam__fail(err, LOAM_E_INVAL, "loam_tok_apply_chat_template: tokenizer is NULL");
+    const char *cfg = loam__tok_config_text(tok);
+    if (!cfg)
+        return loam__fail(err, LOAM_E_NOTFOUND,
+                          "chat template: the tokenizer has no tokenizer_config.json (open it with loam_tokenizer_open_dir)");
+    return loam_chat_apply(cfg, strlen(cfg), NULL, messages_json, tools_json, extra_json, add_generation_prompt, out,
+                           NULL, err);
 }

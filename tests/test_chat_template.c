@@ -479,6 +479,26 @@ static void test_real_templates_transformers(void) {
     CHECK_EQ_I64(ok, total);
 }
 
+/* The tokenizer glue: the model directory's own template and special tokens. */
+static void test_tok_apply(void) {
+    loam_tokenizer *tok = NULL;
+    loam_err e;
+    CHECK_OK(loam_tokenizer_open_dir(&tok, LOAM_TEST_DIR "/.cache/tokenizer-llama3_2/package/models", &e), e);
+    char *out = NULL;
+    CHECK_OK(loam_tok_apply_chat_template(tok, "[{\"role\": \"user\", \"content\": \"Hi\"}]", NULL,
+                                          "{\"date_string\": \"26 Jul 2024\"}", true, &out, &e), e);
+    CHECK_STR(out, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+                   "Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    loam_free(out);
+    loam_tokenizer_close(tok);
+    /* a tokenizer opened from a file has no config */
+    CHECK_OK(loam_tokenizer_open(&tok, LOAM_TEST_DIR "/.cache/tokenizer-qwen3/package/models/tokenizer.json", &e), e);
+    CHECK_EQ_I64(loam_tok_apply_chat_template(tok, "[]", NULL, NULL, true, &out, &e), LOAM_E_NOTFOUND);
+    CHECK(out == NULL);
+    loam_tokenizer_close(tok);
+}
+
 static void run_tests(void) {
     TEST(test_unit_cases);
     TEST(test_basics);
@@ -492,4 +512,5 @@ static void run_tests(void) {
     TEST(test_apply_config);
     TEST(test_real_templates_jinja2);
     TEST(test_real_templates_transformers);
+    TEST(test_tok_apply);
 }
