@@ -43,7 +43,7 @@ $(BUILD)/obj/src/cpu/avx512.o: EXTRA_ISA = $(ISA_avx512)
 $(BUILD)/obj/src/cpu/neon.o:   EXTRA_ISA = $(ISA_neon)
 
 .PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench install clean fmt deps run examples
-all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN)
+all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN) $(BUILD)/tests/tiny-model
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -67,6 +67,11 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libloam.a
 	@mkdir -p $(dir $@)
 	@echo "  TEST    $@"
 	@$(CC) $(CFLAGS_ALL) -UNDEBUG -DLOAM_TEST_DIR='"$(CURDIR)/tests"' -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+
+$(BUILD)/tests/tiny-model: tests/tiny_model.c tests/tiny_model.h $(BUILD)/libloam.a
+	@mkdir -p $(dir $@)
+	@echo "  TOOL    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
 
 test: all
 	@tests/run.sh $(BUILD)

@@ -504,6 +504,16 @@ LOAM_API loam_status loam_model_unload_adapter(loam_model *m, const char *name, 
 /* The id of a loaded adapter (>= 0, for loam_batch_entry.adapter), or -1 when none has that
  * name. Thread-safe. */
 LOAM_API int32_t loam_model_adapter_id(const loam_model *m, const char *name);
+/* Copies the name of adapter id into buf (cap bytes, NUL-terminated, truncated if needed);
+ * false when no adapter has that id (ids run from 0 to 63). Thread-safe. */
+LOAM_API bool loam_model_adapter_name(const loam_model *m, int32_t id, char *buf, size_t cap);
+/* The tokenizer of the model directory (tokenizer.json, tokenizer_config.json), or NULL when
+ * the directory has none. Owned by the model; valid until loam_model_close. Thread-safe. */
+LOAM_API const loam_tokenizer *loam_model_tokenizer(const loam_model *m);
+/* End-of-sequence ids: generation_config.json's eos_token_id (an id or a list) when present,
+ * else config.json's, else the tokenizer's eos_token. Writes min(count, cap) ids and returns
+ * the count. Thread-safe. */
+LOAM_API int32_t loam_model_eos_ids(const loam_model *m, int32_t *ids, int32_t cap);
 
 /* A session: the KV cache and activations of up to n_seq_max sequences decoded together.
  * The KV cache is one pool of fixed-size blocks (pages) shared by all sequences, allocated at
@@ -685,9 +695,204 @@ LOAM_API void loam_stop_matcher_finish(loam_stop_matcher *m, const char **out, s
 /* Index of the stop string that matched, or -1. */
 LOAM_API int loam_stop_matcher_which(const loam_stop_matcher *m);
 
+// ---- engine: continuous batching (issues 5, 7, 8) ---------------------------------------------
+
+/* An engine owns one session of a model and a worker thread that advances every active request
+ * in the same forward step (continuous batching): requests join between steps, long prompts
+ * are prefilled in chunks of n_batch rows beside the decoding streams, and requests wait in a
+ * bounded queue while every slot is busy. Each request may name its own adapter.
+ * Thread-safety: every engine function may be called from any thread. Callbacks run on the
+ * engine's thread; they must be quick and may call only loam_engine_cancel. */
+typedef struct loam_engine loam_engine;
+
+typedef struct loam_engine_params {
+    int32_t n_parallel; /* requests decoded at once (slots) */
+    int32_t n_ctx;      /* tokens per request: prompt + completion */
+    int32_t n_batch;    /* most prompt rows per step (chunked prefill) */
+    int32_t max_queue;  /* requests that may wait for a slot; more get LOAM_E_BUSY */
+    int32_t n_threads;  /* <= 0: all cores */
+} loam_engine_params;
+
+/* Defaults: n_parallel 4, n_ctx 4096, n_batch 512, max_queue 64, n_threads 0. */
+LOAM_API loam_engine_params loam_engine_params_default(void);
+
+/* Creates the engine and its session (KV pool of n_ctx × n_parallel tokens) and starts its
+ * thread. The model must have a tokenizer and must outlive the engine. */
+LOAM_API loam_status loam_engine_new(loam_engine **out, loam_model *model,
+                                     const loam_engine_params *params, loam_err *err);
+/* Cancels every request (each gets on_done with LOAM_FINISH_CANCELLED), stops the thread and
+ * frees the engine. NULL is a no-op. */
+LOAM_API void loam_engine_free(loam_engine *e);
+/* Tokens per request (prompt + completion). */
+LOAM_API int32_t loam_engine_n_ctx(const loam_engine *e);
+
+typedef enum loam_finish {
+    LOAM_FINISH_STOP = 0,  /* end-of-sequence token or a stop string */
+    LOAM_FINISH_LENGTH,    /* max_tokens reached or the context is full */
+    LOAM_FINISH_CANCELLED, /* loam_engine_cancel, a callback returned false, or shutdown */
+    LOAM_FINISH_ERROR      /* the forward pass failed; see loam_request_result.error */
+} loam_finish;
+
+/* One generated token. text holds the newly released text: whole UTF-8 characters, with any
+ * tail that could still become a stop string held back (it may be empty). Pointers are valid
+ * only during the callback. */
+typedef struct loam_token_event {
+    int32_t token;
+    float logprob; /* log-probability of token under the sampling distribution */
+    const char *text;
+    size_t text_len;
+    int32_t n_top; /* top_logprobs entries (descending), when the request asked for them */
+    const int32_t *top_ids;
+    const float *top_logprobs;
+} loam_token_event;
+
+/* The end of a request. text is the last released text (held-back tail), valid during the
+ * callback only. */
+typedef struct loam_request_result {
+    loam_finish finish;
+    const char *text;
+    size_t text_len;
+    int32_t prompt_tokens;
+    int32_t completion_tokens; /* tokens generated (an end-of-sequence token not counted) */
+    double queue_seconds;      /* submit to first step */
+    double prompt_seconds;     /* first step to first token */
+    double gen_seconds;        /* first token to the end */
+    loam_status status;
+    const char *error; /* "" unless finish is LOAM_FINISH_ERROR */
+} loam_request_result;
+
+typedef struct loam_request_params {
+    const int32_t *prompt; /* token ids, copied at submit */
+    size_t n_prompt;
+    int32_t adapter;    /* loam_model_adapter_id(), or -1 for the base model */
+    int32_t max_tokens; /* tokens to generate at most */
+    loam_sampler_params sampling;
+    const char *const *stop; /* stop strings (copied); the text stops before the match */
+    size_t n_stop;
+    bool want_logprobs;   /* fill loam_token_event.logprob */
+    int32_t top_logprobs; /* 0..20 most likely tokens per step into the event */
+    bool ignore_eos;      /* keep going past end-of-sequence tokens */
+    /* Called for every generated token; return false to stop (LOAM_FINISH_CANCELLED). */
+    bool (*on_token)(void *user, const loam_token_event *ev);
+    /* Called exactly once per submitted request, whatever happens. */
+    void (*on_done)(void *user, const loam_request_result *res);
+    void *user;
+} loam_request_params;
+
+/* Defaults: adapter -1, max_tokens 256, sampling loam_sampler_params_default(), no stops. */
+LOAM_API loam_request_params loam_request_params_default(void);
+
+/* Queues a request; *id (may be NULL) receives its id for loam_engine_cancel. LOAM_E_BUSY when
+ * the queue is full, LOAM_E_RANGE when the prompt does not fit n_ctx or holds a bad token id,
+ * LOAM_E_INVAL for bad parameters. On success on_done will be called exactly once (possibly
+ * before this returns, when max_tokens is 0); on failure it is never called. */
+LOAM_API loam_status loam_engine_submit(loam_engine *e, const loam_request_params *p,
+                                        uint64_t *id, loam_err *err);
+/* Asks request id to stop; it ends with LOAM_FINISH_CANCELLED at the next step (its slot is
+ * freed). Unknown or finished ids are ignored. */
+LOAM_API void loam_engine_cancel(loam_engine *e, uint64_t id);
+/* Cancels every queued and running request. */
+LOAM_API void loam_engine_cancel_all(loam_engine *e);
+
+typedef struct loam_engine_stats {
+    int32_t queued;          /* waiting for a slot */
+    int32_t active;          /* in a slot */
+    int32_t last_batch_rows; /* rows of the last forward step */
+    uint64_t steps_total;
+    uint64_t prompt_tokens_total;
+    uint64_t generated_tokens_total;
+    double tokens_per_second; /* generated, over the last few seconds */
+} loam_engine_stats;
+
+LOAM_API void loam_engine_get_stats(const loam_engine *e, loam_engine_stats *out);
+
 // ---- generation, the one-call API (issues 5, 8) -----------------------------------------------
 
-// ---- server engine (issue 7) ------------------------------------------------------------------
+/* Streams text as it is generated: completion `index` produced `text` (whole UTF-8
+ * characters, stop strings already removed). Return false to stop that completion. Called on
+ * the engine's thread. */
+typedef bool (*loam_text_fn)(void *user, int32_t index, const char *text, size_t len);
+
+typedef struct loam_generate_params {
+    int32_t n;                    /* completions of the same prompt, decoded together */
+    int32_t max_tokens;           /* per completion */
+    loam_sampler_params sampling; /* completion i uses seed sampling.seed + i */
+    const char *adapter;          /* name of a loaded adapter, or NULL for the base model */
+    const char *const *stop;      /* stop strings (borrowed for the call) */
+    size_t n_stop;
+    int32_t n_ctx;     /* tokens per completion (prompt + output); default 2048 */
+    int32_t n_threads; /* <= 0: all cores */
+    loam_text_fn on_text; /* optional streaming callback */
+    void *user;
+} loam_generate_params;
+
+/* Defaults: n 1, max_tokens 256, sampling loam_sampler_params_default(), n_ctx 2048. */
+LOAM_API loam_generate_params loam_generate_params_default(void);
+
+typedef struct loam_completion {
+    char *text; /* NUL-terminated UTF-8 */
+    size_t text_len;
+    loam_finish finish;
+    int32_t n_tokens;
+} loam_completion;
+
+typedef struct loam_usage {
+    int32_t prompt_tokens;
+    int32_t completion_tokens; /* over all completions */
+    double prompt_seconds;     /* prefill time */
+    double gen_seconds;        /* first token to last */
+} loam_usage;
+
+/* Generates params->n completions of prompt (tokenized with the tokenizer's special tokens, as
+ * Hugging Face does by default). On success *out is an array of n completions: release it with
+ * loam_completions_free(*out, n). usage may be NULL. Thread-safe: any number of threads may
+ * generate from one model at once (each call has its own session). */
+LOAM_API loam_status loam_generate(loam_model *m, const char *prompt,
+                                   const loam_generate_params *params, loam_completion **out,
+                                   loam_usage *usage, loam_err *err);
+/* Like loam_generate for a conversation: messages_json is an OpenAI-style array of
+ * {"role", "content"} rendered with the model's chat template (generation prompt added);
+ * template_kwargs_json (may be NULL) passes variables such as {"enable_thinking": false}. */
+LOAM_API loam_status loam_chat(loam_model *m, const char *messages_json,
+                               const char *template_kwargs_json,
+                               const loam_generate_params *params, loam_completion **out,
+                               loam_usage *usage, loam_err *err);
+LOAM_API void loam_completions_free(loam_completion *c, int32_t n);
+
+// ---- server (issue 7) -------------------------------------------------------------------------
+
+/* An OpenAI-compatible HTTP server (libmicrohttpd) over one engine: POST /v1/chat/completions
+ * and /v1/completions (streamed as server-sent events or not), GET /v1/models, /health,
+ * /metrics. "model" names an adapter loaded into the model (loam_model_load_adapter) or the
+ * base (model_name, or omitted). See docs/API.md for the request fields. */
+typedef struct loam_server loam_server;
+
+typedef struct loam_server_params {
+    const char *host;          /* IPv4 address to bind; default "127.0.0.1" (loopback) */
+    int32_t port;              /* default 8080; 0 picks a free port (see loam_server_port) */
+    const char *api_key;       /* NULL or "": no auth; else "Authorization: Bearer KEY" */
+    const char *model_name;    /* the base model's id in /v1/models; default "loam" */
+    int32_t n_parallel;        /* sequences decoded together; default 4 */
+    int32_t n_ctx;             /* tokens per request; default 4096 */
+    int32_t max_queue;         /* waiting requests beyond the slots; default 64 (then 429) */
+    int32_t n_threads;         /* <= 0: all cores */
+    int32_t max_tokens_default; /* when a request gives no max_tokens; default 512 */
+    size_t max_body_bytes;     /* larger bodies get 413; default 4 MiB */
+    int32_t max_connections;   /* default 256 */
+} loam_server_params;
+
+LOAM_API loam_server_params loam_server_params_default(void);
+/* Starts serving on background threads. The model (with its adapters loaded) is borrowed and
+ * must outlive the server. */
+LOAM_API loam_status loam_server_start(loam_server **out, loam_model *model,
+                                       const loam_server_params *params, loam_err *err);
+/* The port actually bound. */
+LOAM_API int32_t loam_server_port(const loam_server *srv);
+/* Graceful shutdown: stops accepting, lets in-flight requests finish for grace_seconds, then
+ * cancels the rest and stops. Call once, from any thread but the server's. */
+LOAM_API void loam_server_stop(loam_server *srv, double grace_seconds);
+/* Stops (if needed) and frees. NULL is a no-op. */
+LOAM_API void loam_server_free(loam_server *srv);
 
 #ifdef __cplusplus
 }

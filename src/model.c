@@ -679,6 +679,7 @@ loam_status loam_model_open(loam_model **out, const char *dir, const loam_model_
     int tied = -1;
     if ((s = parse_config(&m->cfg, root, &tied, err)) != LOAM_OK) goto fail;
     if ((s = bind_all(m, root, tied, err)) != LOAM_OK) goto fail;
+    if ((s = loam__model_open_text(m, dir, root, err)) != LOAM_OK) goto fail;
     cJSON_Delete(root);
     *out = m;
     return LOAM_OK;
@@ -691,6 +692,7 @@ fail:
 void loam_model_close(loam_model *m) {
     if (!m) return;
     for (int i = 0; i < LOAM__MAX_ADAPTERS; i++) loam__adapter_free(m->adapters[i].a);
+    loam__model_close_text(m);
     pthread_mutex_destroy(&m->lock);
     loam_modeldir_close(m->md);
     loam__free(m->layers);

@@ -13,6 +13,7 @@
 #include "lora.h"
 #include "quant.h"
 
+#include <cJSON.h>
 #include <pthread.h>
 
 typedef enum loam__arch {
@@ -65,6 +66,7 @@ typedef struct loam__layer {
 
 #define LOAM__MAX_ADAPTERS 64
 #define LOAM__ADAPTER_NAME_MAX 64
+#define LOAM__MAX_EOS 8
 
 typedef struct loam__adapter_slot {
     char name[LOAM__ADAPTER_NAME_MAX]; /* "" when the slot is free */
@@ -85,6 +87,10 @@ struct loam_model {
     uint64_t n_params, weight_bytes, step_bytes;
     int32_t n_threads;
 
+    loam_tokenizer *tok;      /* tokenizer.json of the directory, or NULL (model_text.c) */
+    int32_t eos[LOAM__MAX_EOS]; /* end-of-sequence ids (model_text.c) */
+    int32_t n_eos;
+
     pthread_mutex_t lock;     /* guards adapters[] */
     loam__adapter_slot adapters[LOAM__MAX_ADAPTERS];
     int32_t n_adapters;
@@ -94,5 +100,10 @@ struct loam_model {
  * loaded id or NULL. Used by the session driver. */
 const loam__adapter *loam__model_adapter_acquire(loam_model *m, int32_t id);
 void loam__model_adapter_release(loam_model *m, int32_t id);
+
+/* model_text.c: opens the directory's tokenizer and resolves the EOS ids; closes them. */
+loam_status loam__model_open_text(loam_model *m, const char *dir, const cJSON *config,
+                                  loam_err *err);
+void loam__model_close_text(loam_model *m);
 
 #endif /* LOAM_MODEL_H */

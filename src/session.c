@@ -83,7 +83,7 @@ loam_status loam_session_new(loam_session **out, loam_model *m, const loam_sessi
     if (p.n_logits > (1 << 20))
         return loam__fail(err, LOAM_E_INVAL, "session: n_logits %d out of range", p.n_logits);
     if (p.n_threads <= 0) p.n_threads = m->n_threads;
-    if (p.n_threads <= 0) p.n_threads = omp_get_num_procs();
+    if (p.n_threads <= 0) p.n_threads = omp_get_max_threads(); /* all cores, or OMP_NUM_THREADS */
 
     uint64_t logits_floats;
     if (loam__mul_u64((uint64_t)p.n_logits, (uint64_t)m->cfg.n_vocab, &logits_floats) ||
