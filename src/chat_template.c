@@ -6,8 +6,8 @@
  * opened from a model directory keeps (src/tokenizer.h).
  *
  * The interpreter itself is in jinja_parse.c (source -> AST), jinja_eval.c (AST -> text),
- * jinja_builtins.c (filters, tests, methods, globals) and jinja_value.c (values, JSON); jinja.h
- * describes the semantics they follow.
+ * jinja_builtins.c (filters, tests, methods, globals), jinja_str.c (strings) and jinja_value.c
+ * (values, JSON); jinja.h describes the semantics they follow.
  *
  * apply_chat_template, as transformers (4.4x) does it:
  *   template  = config["chat_template"]; a list of {"name","template"} picks "tool_use" when

@@ -1,7 +1,8 @@
 /* jinja.h: internals of the chat-template interpreter (a Jinja2 subset), shared by
  * src/jinja_parse.c (lexer + parser -> AST), src/jinja_value.c (values, arena, JSON in/out,
- * Python str()/repr()), src/jinja_eval.c (the evaluator) and src/jinja_builtins.c (filters,
- * tests, methods, globals). The public face is src/chat_template.c.
+ * Python str()/repr()), src/jinja_eval.c (the evaluator), src/jinja_builtins.c (filters, tests,
+ * dict/list methods, globals) and src/jinja_str.c (str methods and string operations). The
+ * public face is src/chat_template.c.
  *
  * Reference semantics: jinja2 3.x as Hugging Face transformers configures it for
  * apply_chat_template: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
@@ -340,8 +341,6 @@ loam_status loam__jinja_error(jinja_render *r, const char *fmt, ...) LOAM__PRINT
 loam_status loam__jinja_oom(jinja_render *r);
 loam_status loam__jinja_steps(jinja_render *r, uint64_t n);
 double loam__jinja_now(jinja_render *r);
-/* "fmt" % arg (printf-style: %s %r %d %i %f %e %g %%; a tuple spreads). */
-loam_status loam__jinja_percent(jinja_render *r, jinja_value fmt, jinja_value arg, jinja_value *out);
 /* Calls a callable value (macro or builtin) with args. */
 loam_status loam__jinja_call_value(jinja_render *r, jinja_value fn, const jinja_args *args,
                                    jinja_value *out);
@@ -368,5 +367,63 @@ loam_status loam__jinja_call_builtin(jinja_render *r, const jinja_func *fn, cons
                                      jinja_value *out);
 /* True when `name` is a mutating list/dict method the immutable sandbox refuses. */
 bool loam__jinja_unsafe_method(jinja_value self, const char *name, size_t n);
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        loam_status s_ = (x);                                                                      \
+        if (s_ != LOAM_OK) return s_;                                                              \
+    } while (0)
+
+/* Binds positional and keyword arguments to parameter names (Python rules: too many, unknown
+ * or repeated arguments are errors). Unbound parameters are JV_UNDEF with have[i] false. */
+loam_status loam__jinja_bind(jinja_render *r, const char *fname, const jinja_args *a, const char *const *names,
+                             size_t n_names, jinja_value *vals, bool *have);
+/* In a builtin taking (jinja_render *r, const jinja_args *args): binds into v[] and have[]. */
+#define BIND(fname, ...)                                                                           \
+    static const char *const names_[] = {__VA_ARGS__};                                             \
+    enum { N_ = sizeof names_ / sizeof names_[0] };                                                \
+    jinja_value v[N_];                                                                             \
+    bool have[N_];                                                                                 \
+    TRY(loam__jinja_bind(r, fname, args, names_, N_, v, have))
+
+/* Argument checks that report Python's TypeError wording; undefined values report themselves. */
+loam_status loam__jinja_need_str(jinja_render *r, jinja_value v, const char *what);
+loam_status loam__jinja_need_int(jinja_render *r, jinja_value v, const char *what, int64_t *out);
+/* An optional boolean argument: its truthiness, or dflt when not given. */
+bool loam__jinja_truthy_arg(jinja_value v, bool dflt);
+/* Finishes a string built in b as *out (out of memory if b failed); counts its work. */
+loam_status loam__jinja_buf_done(jinja_render *r, jinja_buf *b, jinja_value *out);
+
+// ---- strings (jinja_str.c) --------------------------------------------------------------------
+
+#define JINJA_STR_METHOD_BASE 100 /* jinja_func ids of str methods start here */
+
+typedef enum jinja_case {
+    JCASE_UPPER,
+    JCASE_LOWER,
+    JCASE_PY_TITLE,    /* str.title() */
+    JCASE_CAPITALIZE,  /* str.capitalize() */
+    JCASE_JINJA_TITLE, /* the title filter: words start after - whitespace ( { [ < */
+} jinja_case;
+
+loam_status loam__jinja_str_case(jinja_render *r, jinja_value s, jinja_case how, jinja_value *out);
+/* str.strip/lstrip/rstrip(chars): which 1 left, 2 right, 3 both; chars undefined/None = spaces. */
+loam_status loam__jinja_str_strip(jinja_render *r, jinja_value s, jinja_value chars, int which, jinja_value *out);
+/* str.replace(old, new, count); count < 0 = all. */
+loam_status loam__jinja_str_replace(jinja_render *r, jinja_value s, jinja_value old, jinja_value nw, int64_t count,
+                                    jinja_value *out);
+loam_status loam__jinja_str_splitlines(jinja_render *r, jinja_value s, bool keepends, jinja_list **out);
+/* Python "fmt" % (vals...). */
+loam_status loam__jinja_str_printf(jinja_render *r, jinja_value fmt, const jinja_value *vals, size_t n_vals,
+                                   jinja_value *out);
+/* "fmt" % arg, a tuple spreading into the arguments. */
+loam_status loam__jinja_percent(jinja_render *r, jinja_value fmt, jinja_value arg, jinja_value *out);
+/* str.isdigit/isalpha/isalnum/isspace/isupper/islower for kind 0..5. */
+bool loam__jinja_str_is(jinja_value s, int kind);
+const char *loam__jinja_find_bytes(const char *h, size_t hn, const char *nd, size_t nn);
+/* Method number of a str method name, 0 if none; calling one. */
+uint16_t loam__jinja_str_method_id(const char *name, size_t n);
+loam_status loam__jinja_str_method(jinja_render *r, uint16_t id, jinja_value s, const jinja_args *args,
+                                   jinja_value *out);
 
 #endif /* LOAM_JINJA_H */

@@ -8,16 +8,13 @@
  * tests    boolean callable defined divisibleby eq equalto escaped even false float ge gt
  *          greaterthan in integer iterable le lessthan lower lt mapping ne none number odd
  *          sameas sequence string true undefined upper == != < <= > >=
- * methods  str: startswith endswith split rsplit strip lstrip rstrip replace upper lower title
- *          capitalize swapcase find rfind index count format join splitlines isdigit isalpha
- *          isalnum isspace isupper islower;  dict: items keys values get copy;
- *          list: index count copy
+ * methods  dict: items keys values get copy;  list: index count copy;  loop: cycle changed
+ *          (str methods are in jinja_str.c)
  * globals  range dict namespace raise_exception strftime_now
  *
  * `tojson` is transformers' replacement: json.dumps(x, ensure_ascii=False, indent=None,
- * separators=None, sort_keys=False), no HTML escaping. Case mapping uses utf8proc's simple
- * (one-to-one) mappings, so Python's multi-character special cases ('ß'.upper() == 'SS') are
- * the one known difference. Strings are measured and indexed in code points, as in Python.
+ * separators=None, sort_keys=False), no HTML escaping. The immutable sandbox refuses the list and
+ * dict methods that mutate (append, pop, update...): loam__jinja_unsafe_method.
  *
  * Adding a builtin: write it, add it to the table of its kind below, and test it in
  * tests/test_chat_template.c against jinja2 (tools/reference/jinja_cases.py).
@@ -30,11 +27,6 @@
 #include <time.h>
 #include <utf8proc.h>
 
-#define TRY(x)                                                                                     \
-    do {                                                                                           \
-        loam_status s_ = (x);                                                                      \
-        if (s_ != LOAM_OK) return s_;                                                              \
-    } while (0)
 
 #define A(r) loam__jinja_arena(r)
 
@@ -42,7 +34,7 @@
 
 /* Binds positional and keyword arguments to parameter names (Python rules). Unbound
  * parameters are left as JV_UNDEF with have[i] = false. */
-static loam_status bind(jinja_render *r, const char *fname, const jinja_args *a, const char *const *names,
+loam_status loam__jinja_bind(jinja_render *r, const char *fname, const jinja_args *a, const char *const *names,
                         size_t n_names, jinja_value *vals, bool *have) {
     for (size_t i = 0; i < n_names; i++) {
         vals[i] = jv_undef();
@@ -68,12 +60,6 @@ static loam_status bind(jinja_render *r, const char *fname, const jinja_args *a,
     return LOAM_OK;
 }
 
-#define BIND(fname, ...)                                                                           \
-    static const char *const names_[] = {__VA_ARGS__};                                             \
-    enum { N_ = sizeof names_ / sizeof names_[0] };                                                \
-    jinja_value v[N_];                                                                             \
-    bool have[N_];                                                                                 \
-    TRY(bind(r, fname, args, names_, N_, v, have))
 
 static jinja_args no_args(void) {
     jinja_args a;
@@ -90,13 +76,13 @@ static jinja_value str_of(jinja_render *r, jinja_value v, loam_status *st) {
     return s;
 }
 
-static loam_status need_str(jinja_render *r, jinja_value v, const char *what) {
+loam_status loam__jinja_need_str(jinja_render *r, jinja_value v, const char *what) {
     if (v.type == JV_STR) return LOAM_OK;
     if (v.type == JV_UNDEF) return loam__jinja_undefined_error(r, v);
     return loam__jinja_error(r, "%s must be str, not %s", what, loam__jinja_type_name(v));
 }
 
-static loam_status need_int(jinja_render *r, jinja_value v, const char *what, int64_t *out) {
+loam_status loam__jinja_need_int(jinja_render *r, jinja_value v, const char *what, int64_t *out) {
     if (v.type == JV_INT) *out = v.u.i;
     else if (v.type == JV_BOOL) *out = v.u.b;
     else if (v.type == JV_UNDEF) return loam__jinja_undefined_error(r, v);
@@ -106,7 +92,7 @@ static loam_status need_int(jinja_render *r, jinja_value v, const char *what, in
 
 static jinja_value mkstr(jinja_buf *b) { return jv_str(b->p ? b->p : "", b->n); }
 
-static loam_status buf_done(jinja_render *r, jinja_buf *b, jinja_value *out) {
+loam_status loam__jinja_buf_done(jinja_render *r, jinja_buf *b, jinja_value *out) {
     if (b->failed) return loam__jinja_oom(r);
     *out = mkstr(b);
     return loam__jinja_steps(r, b->n / 64);
@@ -123,345 +109,6 @@ static jinja_value tuple2(jinja_render *r, jinja_value a, jinja_value b) {
     return t;
 }
 
-typedef uint32_t (*cp_map)(uint32_t);
-static uint32_t cp_upper(uint32_t c) { return (uint32_t)utf8proc_toupper((utf8proc_int32_t)c); }
-static uint32_t cp_lower(uint32_t c) { return (uint32_t)utf8proc_tolower((utf8proc_int32_t)c); }
-static uint32_t cp_title(uint32_t c) { return (uint32_t)utf8proc_totitle((utf8proc_int32_t)c); }
-static bool cp_cased(uint32_t c) {
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
-}
-
-static loam_status map_str(jinja_render *r, jinja_value s, cp_map f, jinja_value *out) {
-    jinja_buf b = {.a = A(r)};
-    size_t i = 0;
-    while (i < s.u.s.n) loam__jinja_utf8_put(&b, f(loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i)));
-    return buf_done(r, &b, out);
-}
-
-static loam_status py_title(jinja_render *r, jinja_value s, jinja_value *out) {
-    jinja_buf b = {.a = A(r)};
-    size_t i = 0;
-    bool prev_cased = false;
-    while (i < s.u.s.n) {
-        uint32_t c = loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-        loam__jinja_utf8_put(&b, prev_cased ? cp_lower(c) : cp_title(c));
-        prev_cased = cp_cased(c);
-    }
-    return buf_done(r, &b, out);
-}
-
-static loam_status py_capitalize(jinja_render *r, jinja_value s, jinja_value *out) {
-    jinja_buf b = {.a = A(r)};
-    size_t i = 0;
-    bool first = true;
-    while (i < s.u.s.n) {
-        uint32_t c = loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-        loam__jinja_utf8_put(&b, first ? cp_title(c) : cp_lower(c));
-        first = false;
-    }
-    return buf_done(r, &b, out);
-}
-
-/* jinja2's title filter: words start after runs of - whitespace ( { [ < ; first char upper,
- * the rest lower. */
-static bool title_sep(uint32_t c) { return c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || loam__jinja_isspace(c); }
-static loam_status jinja_title(jinja_render *r, jinja_value s, jinja_value *out) {
-    jinja_buf b = {.a = A(r)};
-    size_t i = 0;
-    bool at_start = true;
-    while (i < s.u.s.n) {
-        uint32_t c = loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-        if (title_sep(c)) {
-            loam__jinja_utf8_put(&b, c);
-            at_start = true;
-            continue;
-        }
-        loam__jinja_utf8_put(&b, at_start ? cp_upper(c) : cp_lower(c));
-        at_start = false;
-    }
-    return buf_done(r, &b, out);
-}
-
-/* Python str.strip family. chars: undefined/None = whitespace. which: 1 left, 2 right, 3 both. */
-static loam_status py_strip(jinja_render *r, jinja_value s, jinja_value chars, int which, jinja_value *out) {
-    bool ws = chars.type == JV_UNDEF || chars.type == JV_NONE;
-    if (!ws) TRY(need_str(r, chars, "strip arg"));
-    size_t b = 0, e = s.u.s.n;
-    if (which & 1) {
-        while (b < e) {
-            size_t j = b;
-            uint32_t c = loam__jinja_utf8_next(s.u.s.p, e, &j);
-            bool hit;
-            if (ws) hit = loam__jinja_isspace(c);
-            else {
-                hit = false;
-                size_t k = 0;
-                while (k < chars.u.s.n && !hit) hit = loam__jinja_utf8_next(chars.u.s.p, chars.u.s.n, &k) == c;
-            }
-            if (!hit) break;
-            b = j;
-        }
-    }
-    if (which & 2) {
-        while (e > b) {
-            size_t k0 = e - 1;
-            while (k0 > b && ((unsigned char)s.u.s.p[k0] & 0xc0) == 0x80) k0--;
-            size_t j = k0;
-            uint32_t c = loam__jinja_utf8_next(s.u.s.p, e, &j);
-            bool hit;
-            if (ws) hit = loam__jinja_isspace(c);
-            else {
-                hit = false;
-                size_t k = 0;
-                while (k < chars.u.s.n && !hit) hit = loam__jinja_utf8_next(chars.u.s.p, chars.u.s.n, &k) == c;
-            }
-            if (!hit) break;
-            e = k0;
-        }
-    }
-    *out = jv_str(s.u.s.p + b, e - b);
-    return loam__jinja_steps(r, s.u.s.n / 64);
-}
-
-static const char *find_bytes(const char *h, size_t hn, const char *nd, size_t nn) {
-    if (nn == 0) return h;
-    if (nn > hn) return NULL;
-    for (size_t i = 0; i + nn <= hn; i++)
-        if (h[i] == nd[0] && !memcmp(h + i, nd, nn)) return h + i;
-    return NULL;
-}
-
-static loam_status py_replace(jinja_render *r, jinja_value s, jinja_value old, jinja_value nw, int64_t count,
-                              jinja_value *out) {
-    TRY(need_str(r, old, "replace() argument 1"));
-    TRY(need_str(r, nw, "replace() argument 2"));
-    jinja_buf b = {.a = A(r)};
-    const char *p = s.u.s.p, *end = s.u.s.p + s.u.s.n;
-    if (old.u.s.n == 0) { /* inserts `new` before every code point and at the end */
-        size_t i = 0;
-        int64_t done = 0;
-        while (i <= s.u.s.n) {
-            if (count < 0 || done < count) {
-                loam__jinja_buf_put(&b, nw.u.s.p, nw.u.s.n);
-                done++;
-            }
-            if (i == s.u.s.n) break;
-            size_t j = i;
-            loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &j);
-            loam__jinja_buf_put(&b, s.u.s.p + i, j - i);
-            i = j;
-        }
-        return buf_done(r, &b, out);
-    }
-    int64_t done = 0;
-    while (p < end) {
-        const char *hit = (count < 0 || done < count) ? find_bytes(p, (size_t)(end - p), old.u.s.p, old.u.s.n) : NULL;
-        if (!hit) break;
-        loam__jinja_buf_put(&b, p, (size_t)(hit - p));
-        loam__jinja_buf_put(&b, nw.u.s.p, nw.u.s.n);
-        p = hit + old.u.s.n;
-        done++;
-    }
-    loam__jinja_buf_put(&b, p, (size_t)(end - p));
-    return buf_done(r, &b, out);
-}
-
-/* Python str.split / rsplit. */
-static loam_status py_split(jinja_render *r, jinja_value s, jinja_value sep, int64_t maxsplit, bool from_right,
-                            jinja_value *out) {
-    jinja_list *l = loam__jinja_list_new(A(r), 0);
-    if (!l) return loam__jinja_oom(r);
-    const char *p = s.u.s.p;
-    size_t n = s.u.s.n;
-    if (sep.type == JV_NONE || sep.type == JV_UNDEF) {
-        /* runs of whitespace; no empty strings */
-        size_t i = 0;
-        int64_t splits = 0;
-        if (!from_right) {
-            while (i < n) {
-                size_t j = i;
-                while (j < n) {
-                    size_t k = j;
-                    if (!loam__jinja_isspace(loam__jinja_utf8_next(p, n, &k))) break;
-                    j = k;
-                }
-                i = j;
-                if (i >= n) break;
-                if (maxsplit >= 0 && splits >= maxsplit) {
-                    size_t e = n;
-                    /* Python strips trailing whitespace only when splitting to the end */
-                    if (!loam__jinja_list_push(A(r), l, jv_str(p + i, e - i))) return loam__jinja_oom(r);
-                    break;
-                }
-                size_t st = i;
-                while (i < n) {
-                    size_t k = i;
-                    if (loam__jinja_isspace(loam__jinja_utf8_next(p, n, &k))) break;
-                    i = k;
-                }
-                if (!loam__jinja_list_push(A(r), l, jv_str(p + st, i - st))) return loam__jinja_oom(r);
-                splits++;
-            }
-        } else {
-            /* collect words from the right, then reverse */
-            size_t e = n;
-            while (e > 0) {
-                while (e > 0) {
-                    size_t k0 = e - 1;
-                    while (k0 > 0 && ((unsigned char)p[k0] & 0xc0) == 0x80) k0--;
-                    size_t k = k0;
-                    if (!loam__jinja_isspace(loam__jinja_utf8_next(p, n, &k))) break;
-                    e = k0;
-                }
-                if (e == 0) break;
-                if (maxsplit >= 0 && splits >= maxsplit) {
-                    if (!loam__jinja_list_push(A(r), l, jv_str(p, e))) return loam__jinja_oom(r);
-                    break;
-                }
-                size_t b = e;
-                while (b > 0) {
-                    size_t k0 = b - 1;
-                    while (k0 > 0 && ((unsigned char)p[k0] & 0xc0) == 0x80) k0--;
-                    size_t k = k0;
-                    if (loam__jinja_isspace(loam__jinja_utf8_next(p, n, &k))) break;
-                    b = k0;
-                }
-                if (!loam__jinja_list_push(A(r), l, jv_str(p + b, e - b))) return loam__jinja_oom(r);
-                splits++;
-                e = b;
-            }
-            for (size_t i2 = 0; i2 < l->n / 2; i2++) {
-                jinja_value t = l->v[i2];
-                l->v[i2] = l->v[l->n - 1 - i2];
-                l->v[l->n - 1 - i2] = t;
-            }
-        }
-        *out = jv_list(l);
-        return loam__jinja_steps(r, n / 16 + l->n);
-    }
-    TRY(need_str(r, sep, "separator"));
-    if (sep.u.s.n == 0) return loam__jinja_error(r, "empty separator");
-    if (!from_right) {
-        size_t i = 0;
-        int64_t splits = 0;
-        for (;;) {
-            const char *hit = (maxsplit < 0 || splits < maxsplit) ? find_bytes(p + i, n - i, sep.u.s.p, sep.u.s.n) : NULL;
-            if (!hit) {
-                if (!loam__jinja_list_push(A(r), l, jv_str(p + i, n - i))) return loam__jinja_oom(r);
-                break;
-            }
-            if (!loam__jinja_list_push(A(r), l, jv_str(p + i, (size_t)(hit - (p + i))))) return loam__jinja_oom(r);
-            i = (size_t)(hit - p) + sep.u.s.n;
-            splits++;
-        }
-    } else {
-        size_t e = n;
-        int64_t splits = 0;
-        for (;;) {
-            const char *hit = NULL;
-            if ((maxsplit < 0 || splits < maxsplit) && e >= sep.u.s.n)
-                for (size_t k = e - sep.u.s.n + 1; k-- > 0;)
-                    if (!memcmp(p + k, sep.u.s.p, sep.u.s.n)) {
-                        hit = p + k;
-                        break;
-                    }
-            if (!hit) {
-                if (!loam__jinja_list_push(A(r), l, jv_str(p, e))) return loam__jinja_oom(r);
-                break;
-            }
-            size_t after = (size_t)(hit - p) + sep.u.s.n;
-            if (!loam__jinja_list_push(A(r), l, jv_str(p + after, e - after))) return loam__jinja_oom(r);
-            e = (size_t)(hit - p);
-            splits++;
-        }
-        for (size_t i2 = 0; i2 < l->n / 2; i2++) {
-            jinja_value t = l->v[i2];
-            l->v[i2] = l->v[l->n - 1 - i2];
-            l->v[l->n - 1 - i2] = t;
-        }
-    }
-    *out = jv_list(l);
-    return loam__jinja_steps(r, n / 16 + l->n);
-}
-
-/* Python str.splitlines(): \n \r \r\n \v \f \x1c \x1d \x1e \x85 \u2028 \u2029. */
-static loam_status py_splitlines(jinja_render *r, jinja_value s, bool keepends, jinja_list **out) {
-    jinja_list *l = loam__jinja_list_new(A(r), 0);
-    if (!l) return loam__jinja_oom(r);
-    size_t i = 0, start = 0, n = s.u.s.n;
-    const char *p = s.u.s.p;
-    while (i < n) {
-        size_t j = i;
-        uint32_t c = loam__jinja_utf8_next(p, n, &j);
-        bool brk = c == '\n' || c == '\r' || c == 0x0b || c == 0x0c || c == 0x1c || c == 0x1d || c == 0x1e ||
-                   c == 0x85 || c == 0x2028 || c == 0x2029;
-        if (!brk) {
-            i = j;
-            continue;
-        }
-        size_t eol = j;
-        if (c == '\r' && j < n && p[j] == '\n') eol = j + 1;
-        if (!loam__jinja_list_push(A(r), l, jv_str(p + start, (keepends ? eol : i) - start))) return loam__jinja_oom(r);
-        i = start = eol;
-    }
-    if (start < n && !loam__jinja_list_push(A(r), l, jv_str(p + start, n - start))) return loam__jinja_oom(r);
-    *out = l;
-    return loam__jinja_steps(r, n / 64 + l->n);
-}
-
-/* Code-point index range [start, end) of optional start/end arguments, as byte offsets. */
-static loam_status sub_range(jinja_render *r, jinja_value s, jinja_value start, jinja_value end, size_t *b, size_t *e,
-                             int64_t *cp_base) {
-    int64_t len = (int64_t)loam__jinja_utf8_len(s.u.s.p, s.u.s.n), a = 0, z = len;
-    if (start.type != JV_UNDEF && start.type != JV_NONE) TRY(need_int(r, start, "start", &a));
-    if (end.type != JV_UNDEF && end.type != JV_NONE) TRY(need_int(r, end, "end", &z));
-    if (a < 0) a = a + len < 0 ? 0 : a + len;
-    if (z < 0) z = z + len < 0 ? 0 : z + len;
-    if (a > len) a = len + 1; /* empty, and nothing matches */
-    if (z > len) z = len;
-    *cp_base = a;
-    size_t i = 0;
-    int64_t k = 0;
-    while (k < a && i < s.u.s.n) {
-        loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-        k++;
-    }
-    *b = i;
-    while (k < z && i < s.u.s.n) {
-        loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-        k++;
-    }
-    *e = z < a ? *b : i;
-    if (a > len) *e = *b = s.u.s.n, *cp_base = -1;
-    return LOAM_OK;
-}
-
-/* startswith/endswith with a str or a tuple of str. */
-static loam_status py_affix(jinja_render *r, jinja_value s, jinja_value what, jinja_value start, jinja_value end,
-                            bool suffix, bool *res) {
-    size_t b, e;
-    int64_t base;
-    TRY(sub_range(r, s, start, end, &b, &e, &base));
-    *res = false;
-    if (base < 0) return LOAM_OK;
-    size_t n_items = 1;
-    const jinja_value *items = &what;
-    if (what.type == JV_LIST && (what.flags & JF_TUPLE)) {
-        n_items = what.u.l->n;
-        items = what.u.l->v;
-    }
-    for (size_t k = 0; k < n_items; k++) {
-        jinja_value x = items[k];
-        if (x.type != JV_STR)
-            return loam__jinja_error(r, "%s first arg must be str or a tuple of str, not %s",
-                                     suffix ? "endswith" : "startswith", loam__jinja_type_name(x));
-        if (x.u.s.n > e - b) continue;
-        if (!memcmp(suffix ? s.u.s.p + e - x.u.s.n : s.u.s.p + b, x.u.s.p, x.u.s.n)) *res = true;
-    }
-    return LOAM_OK;
-}
-
 // ---- values helpers used by several filters ---------------------------------------------------
 
 /* attribute path "a.b.0" as make_attrgetter resolves it (items first, integer parts). */
@@ -475,7 +122,7 @@ static loam_status attr_path(jinja_render *r, jinja_value obj, jinja_value path,
         } else *out = jv_undef();
         return LOAM_OK;
     }
-    TRY(need_str(r, path, "attribute"));
+    TRY(loam__jinja_need_str(r, path, "attribute"));
     const char *p = path.u.s.p, *end = p + path.u.s.n;
     jinja_value cur = obj;
     while (p <= end) {
@@ -513,7 +160,7 @@ static loam_status attr_path(jinja_render *r, jinja_value obj, jinja_value path,
 
 /* Sort key: lower-cased strings unless case_sensitive. */
 static loam_status sort_key(jinja_render *r, jinja_value v, bool case_sensitive, jinja_value *out) {
-    if (!case_sensitive && v.type == JV_STR) return map_str(r, v, cp_lower, out);
+    if (!case_sensitive && v.type == JV_STR) return loam__jinja_str_case(r, v, JCASE_LOWER, out);
     *out = v;
     return LOAM_OK;
 }
@@ -550,176 +197,12 @@ static loam_status sort_keyed(jinja_render *r, keyed *v, size_t n, bool reverse)
     return LOAM_OK;
 }
 
-static bool truthy_arg(jinja_value v, bool dflt) { return v.type == JV_UNDEF ? dflt : loam__jinja_truthy(v); }
-
-// ---- Python %-formatting and str.format -------------------------------------------------------
-
-static loam_status fmt_one(jinja_render *r, jinja_buf *b, char conv, int prec, jinja_value v) {
-    switch (conv) {
-    case 's': loam__jinja_str(b, v); return LOAM_OK;
-    case 'r': loam__jinja_repr(b, v); return LOAM_OK;
-    case 'd':
-    case 'i':
-        if (v.type == JV_FLOAT) {
-            if (!isfinite(v.u.f)) return loam__jinja_error(r, "cannot convert float to integer");
-            loam__jinja_buf_printf(b, "%.0f", trunc(v.u.f));
-            return LOAM_OK;
-        }
-        if (v.type == JV_INT || v.type == JV_BOOL) {
-            loam__jinja_buf_printf(b, "%lld", (long long)(v.type == JV_INT ? v.u.i : v.u.b));
-            return LOAM_OK;
-        }
-        break;
-    case 'f':
-    case 'e':
-    case 'g': {
-        double f;
-        if (v.type == JV_FLOAT) f = v.u.f;
-        else if (v.type == JV_INT) f = (double)v.u.i;
-        else if (v.type == JV_BOOL) f = v.u.b;
-        else break;
-        char spec[8] = {'%', '.', '*', conv, 0};
-        char tmp[400];
-        snprintf(tmp, sizeof tmp, spec, prec < 0 ? 6 : prec, f);
-        loam__jinja_buf_put(b, tmp, strlen(tmp));
-        return LOAM_OK;
-    }
-    default: return loam__jinja_error(r, "unsupported format character '%c'", conv);
-    }
-    return loam__jinja_error(r, "%%%c format: a number is required, not %s", conv, loam__jinja_type_name(v));
-}
-
-/* "fmt" % args: %s %r %d %i %f %e %g (optional .precision) and %%. */
-static loam_status percent_format(jinja_render *r, jinja_value fmt, const jinja_value *vals, size_t n_vals,
-                                  jinja_value *out) {
-    jinja_buf b = {.a = A(r)};
-    size_t used = 0;
-    const char *p = fmt.u.s.p, *end = p + fmt.u.s.n;
-    while (p < end) {
-        if (*p != '%') {
-            loam__jinja_buf_putc(&b, *p++);
-            continue;
-        }
-        p++;
-        if (p < end && *p == '%') {
-            loam__jinja_buf_putc(&b, '%');
-            p++;
-            continue;
-        }
-        int prec = -1;
-        if (p < end && *p == '.') {
-            p++;
-            prec = 0;
-            while (p < end && *p >= '0' && *p <= '9' && prec < 100) prec = prec * 10 + (*p++ - '0');
-        }
-        if (p >= end) return loam__jinja_error(r, "incomplete format");
-        if (used >= n_vals) return loam__jinja_error(r, "not enough arguments for format string");
-        TRY(fmt_one(r, &b, *p++, prec, vals[used++]));
-    }
-    if (used < n_vals) return loam__jinja_error(r, "not all arguments converted during string formatting");
-    return buf_done(r, &b, out);
-}
-
-/* str.format: {} {0} {name} {name.attr} {0[key]} with !r / !s; format specs are not supported. */
-static loam_status str_format(jinja_render *r, jinja_value fmt, const jinja_args *args, jinja_value *out) {
-    jinja_buf b = {.a = A(r)};
-    const char *p = fmt.u.s.p, *end = p + fmt.u.s.n;
-    size_t auto_idx = 0;
-    while (p < end) {
-        if (*p == '{' && p + 1 < end && p[1] == '{') {
-            loam__jinja_buf_putc(&b, '{');
-            p += 2;
-            continue;
-        }
-        if (*p == '}' && p + 1 < end && p[1] == '}') {
-            loam__jinja_buf_putc(&b, '}');
-            p += 2;
-            continue;
-        }
-        if (*p == '}') return loam__jinja_error(r, "single '}' encountered in format string");
-        if (*p != '{') {
-            loam__jinja_buf_putc(&b, *p++);
-            continue;
-        }
-        const char *close = memchr(p, '}', (size_t)(end - p));
-        if (!close) return loam__jinja_error(r, "single '{' encountered in format string");
-        const char *f = p + 1;
-        const char *fe = close;
-        char conv = 's';
-        const char *bang = memchr(f, '!', (size_t)(fe - f));
-        const char *colon = memchr(f, ':', (size_t)(fe - f));
-        if (colon && (!bang || colon < bang)) {
-            if (colon + 1 != fe) return loam__jinja_error(r, "format specs in str.format are not supported");
-            fe = colon;
-        }
-        if (bang) {
-            if (bang + 2 != fe || (bang[1] != 'r' && bang[1] != 's'))
-                return loam__jinja_error(r, "unsupported conversion in format string");
-            conv = bang[1];
-            fe = bang;
-        }
-        /* field name: first part up to . or [ */
-        const char *q = f;
-        while (q < fe && *q != '.' && *q != '[') q++;
-        jinja_value v;
-        if (q == f) {
-            if (auto_idx >= args->n_pos) return loam__jinja_error(r, "format: replacement index %zu out of range", auto_idx);
-            v = args->pos[auto_idx++];
-        } else if (*f >= '0' && *f <= '9') {
-            size_t idx = 0;
-            for (const char *d = f; d < q; d++) {
-                if (*d < '0' || *d > '9' || idx > 1000000) return loam__jinja_error(r, "format: bad field name");
-                idx = idx * 10 + (size_t)(*d - '0');
-            }
-            if (idx >= args->n_pos) return loam__jinja_error(r, "format: replacement index %zu out of range", idx);
-            v = args->pos[idx];
-        } else {
-            size_t k;
-            for (k = 0; k < args->n_kw; k++)
-                if (args->kw_lens[k] == (size_t)(q - f) && !memcmp(args->kw_names[k], f, args->kw_lens[k])) break;
-            if (k == args->n_kw) return loam__jinja_error(r, "format: missing key '%.*s'", (int)(q - f), f);
-            v = args->kw_vals[k];
-        }
-        while (q < fe) {
-            if (*q == '.') {
-                const char *s = ++q;
-                while (q < fe && *q != '.' && *q != '[') q++;
-                TRY(loam__jinja_getattr(r, v, s, (size_t)(q - s), &v));
-            } else { /* [key] */
-                const char *s = ++q;
-                while (q < fe && *q != ']') q++;
-                if (q >= fe) return loam__jinja_error(r, "format: missing ']'");
-                bool digits = q > s;
-                int64_t idx = 0;
-                for (const char *d = s; d < q; d++) {
-                    if (*d < '0' || *d > '9' || idx > 1000000000) digits = false;
-                    else idx = idx * 10 + (*d - '0');
-                }
-                jinja_value key = digits ? jv_int(idx) : jv_str(s, (size_t)(q - s));
-                if (v.type == JV_LIST && digits) v = idx < (int64_t)v.u.l->n ? v.u.l->v[idx] : jv_undef();
-                else if (v.type == JV_DICT) {
-                    int64_t at = loam__jinja_dict_find(v.u.d, key);
-                    if (at < 0) return loam__jinja_error(r, "format: key not found");
-                    v = v.u.d->vals[at];
-                } else return loam__jinja_error(r, "format: '%s' object is not subscriptable", loam__jinja_type_name(v));
-                q++;
-            }
-        }
-        if (conv == 'r') loam__jinja_repr(&b, v);
-        else loam__jinja_str(&b, v);
-        p = close + 1;
-    }
-    return buf_done(r, &b, out);
-}
+bool loam__jinja_truthy_arg(jinja_value v, bool dflt) { return v.type == JV_UNDEF ? dflt : loam__jinja_truthy(v); }
 
 // ---- builtin function ids ---------------------------------------------------------------------
 
 enum {
     F_RANGE = 1, F_DICT, F_NAMESPACE, F_RAISE, F_STRFTIME,
-    /* str methods */
-    M_STARTSWITH, M_ENDSWITH, M_SPLIT, M_RSPLIT, M_STRIP, M_LSTRIP, M_RSTRIP, M_REPLACE, M_UPPER,
-    M_LOWER, M_TITLE, M_CAPITALIZE, M_SWAPCASE, M_FIND, M_RFIND, M_INDEX, M_COUNT, M_FORMAT, M_JOIN,
-    M_SPLITLINES, M_ISDIGIT, M_ISALPHA, M_ISALNUM, M_ISSPACE, M_ISUPPER, M_ISLOWER,
     /* dict methods */
     M_ITEMS, M_KEYS, M_VALUES, M_GET, M_COPY,
     /* list methods */
@@ -733,15 +216,6 @@ static const struct {
     uint16_t id;
     uint8_t on; /* JV_STR, JV_DICT, JV_LIST, JV_LOOP */
 } k_methods[] = {
-    {"startswith", M_STARTSWITH, JV_STR}, {"endswith", M_ENDSWITH, JV_STR}, {"split", M_SPLIT, JV_STR},
-    {"rsplit", M_RSPLIT, JV_STR}, {"strip", M_STRIP, JV_STR}, {"lstrip", M_LSTRIP, JV_STR},
-    {"rstrip", M_RSTRIP, JV_STR}, {"replace", M_REPLACE, JV_STR}, {"upper", M_UPPER, JV_STR},
-    {"lower", M_LOWER, JV_STR}, {"title", M_TITLE, JV_STR}, {"capitalize", M_CAPITALIZE, JV_STR},
-    {"swapcase", M_SWAPCASE, JV_STR}, {"find", M_FIND, JV_STR}, {"rfind", M_RFIND, JV_STR},
-    {"index", M_INDEX, JV_STR}, {"count", M_COUNT, JV_STR}, {"format", M_FORMAT, JV_STR},
-    {"join", M_JOIN, JV_STR}, {"splitlines", M_SPLITLINES, JV_STR}, {"isdigit", M_ISDIGIT, JV_STR},
-    {"isalpha", M_ISALPHA, JV_STR}, {"isalnum", M_ISALNUM, JV_STR}, {"isspace", M_ISSPACE, JV_STR},
-    {"isupper", M_ISUPPER, JV_STR}, {"islower", M_ISLOWER, JV_STR},
     {"items", M_ITEMS, JV_DICT}, {"keys", M_KEYS, JV_DICT}, {"values", M_VALUES, JV_DICT},
     {"get", M_GET, JV_DICT}, {"copy", M_COPY, JV_DICT},
     {"index", M_LINDEX, JV_LIST}, {"count", M_LCOUNT, JV_LIST}, {"copy", M_LCOPY, JV_LIST},
@@ -776,17 +250,19 @@ bool loam__jinja_unsafe_method(jinja_value self, const char *name, size_t n) {
 bool loam__jinja_method(jinja_render *r, jinja_value self, const char *name, size_t n, jinja_value *out,
                         loam_status *st) {
     *st = LOAM_OK;
-    uint8_t on = self.type == JV_NS ? JV_UNDEF : self.type;
-    if (self.type == JV_LIST && (self.flags & JF_TUPLE)) on = JV_LIST;
-    for (size_t k = 0; k < sizeof k_methods / sizeof k_methods[0]; k++) {
-        if (k_methods[k].on != on || strlen(k_methods[k].name) != n || memcmp(k_methods[k].name, name, n)) continue;
+    uint16_t id = self.type == JV_STR ? loam__jinja_str_method_id(name, n) : 0;
+    for (size_t k = 0; !id && k < sizeof k_methods / sizeof k_methods[0]; k++) {
+        if (k_methods[k].on != self.type || strlen(k_methods[k].name) != n || memcmp(k_methods[k].name, name, n)) continue;
         if (self.type == JV_LIST && (self.flags & JF_TUPLE) && k_methods[k].id == M_LCOPY) continue;
+        id = k_methods[k].id;
+    }
+    if (id) {
         jinja_func *f = loam__jinja_alloc(A(r), sizeof *f);
         if (!f) {
             *st = loam__jinja_oom(r);
             return false;
         }
-        f->id = k_methods[k].id;
+        f->id = id;
         f->self = self;
         *out = jv_undef();
         out->type = JV_FUNC;
@@ -802,11 +278,11 @@ static loam_status call_range(jinja_render *r, const jinja_args *args, jinja_val
     if (args->n_kw) return loam__jinja_error(r, "range() takes no keyword arguments");
     if (args->n_pos < 1 || args->n_pos > 3) return loam__jinja_error(r, "range expected 1 to 3 arguments, got %zu", args->n_pos);
     int64_t a = 0, b, st = 1;
-    if (args->n_pos == 1) TRY(need_int(r, args->pos[0], "range() argument", &b));
+    if (args->n_pos == 1) TRY(loam__jinja_need_int(r, args->pos[0], "range() argument", &b));
     else {
-        TRY(need_int(r, args->pos[0], "range() argument", &a));
-        TRY(need_int(r, args->pos[1], "range() argument", &b));
-        if (args->n_pos == 3) TRY(need_int(r, args->pos[2], "range() argument", &st));
+        TRY(loam__jinja_need_int(r, args->pos[0], "range() argument", &a));
+        TRY(loam__jinja_need_int(r, args->pos[1], "range() argument", &b));
+        if (args->n_pos == 3) TRY(loam__jinja_need_int(r, args->pos[2], "range() argument", &st));
     }
     if (st == 0) return loam__jinja_error(r, "range() arg 3 must not be zero");
     double count_f = st > 0 ? ceil(((double)b - (double)a) / (double)st) : ceil(((double)a - (double)b) / (double)-st);
@@ -848,7 +324,7 @@ static loam_status call_kwdict(jinja_render *r, const jinja_args *args, bool ns,
 static loam_status call_strftime(jinja_render *r, const jinja_args *args, jinja_value *out) {
     BIND("strftime_now", "format");
     if (!have[0]) return loam__jinja_error(r, "strftime_now() missing required argument 'format'");
-    TRY(need_str(r, v[0], "strftime_now() format"));
+    TRY(loam__jinja_need_str(r, v[0], "strftime_now() format"));
     if (v[0].u.s.n > 200) return loam__jinja_error(r, "strftime_now() format too long");
     char fmt[208], res[1024];
     memcpy(fmt, v[0].u.s.p, v[0].u.s.n);
@@ -863,179 +339,6 @@ static loam_status call_strftime(jinja_render *r, const jinja_args *args, jinja_
     memcpy(p, res, n);
     *out = jv_str(p, n);
     return LOAM_OK;
-}
-
-static bool str_all(jinja_value s, int kind) {
-    if (s.u.s.n == 0) return false;
-    size_t i = 0;
-    bool any_cased = false;
-    while (i < s.u.s.n) {
-        uint32_t c = loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-        utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-        bool alpha = k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT ||
-                     k == UTF8PROC_CATEGORY_LM || k == UTF8PROC_CATEGORY_LO;
-        bool digit = k == UTF8PROC_CATEGORY_ND;
-        switch (kind) {
-        case 0: if (!digit) return false; break;
-        case 1: if (!alpha) return false; break;
-        case 2: if (!alpha && !digit && k != UTF8PROC_CATEGORY_NL && k != UTF8PROC_CATEGORY_NO) return false; break;
-        case 3: if (!loam__jinja_isspace(c)) return false; break;
-        case 4: /* isupper: no lower-case letters, at least one cased */
-            if (k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT) return false;
-            if (k == UTF8PROC_CATEGORY_LU) any_cased = true;
-            break;
-        case 5:
-            if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT) return false;
-            if (k == UTF8PROC_CATEGORY_LL) any_cased = true;
-            break;
-        }
-    }
-    return kind >= 4 ? any_cased : true;
-}
-
-/* str.find/rfind/index/count, returning a code-point index (or count). */
-static loam_status str_search(jinja_render *r, jinja_value s, const jinja_args *args, int mode, jinja_value *out) {
-    static const char *const fname[] = {"find", "rfind", "index", "count"};
-    BIND(fname[mode], "sub", "start", "end");
-    if (!have[0]) return loam__jinja_error(r, "%s() missing required argument 'sub'", fname[mode]);
-    TRY(need_str(r, v[0], "substring"));
-    size_t b, e;
-    int64_t base;
-    TRY(sub_range(r, s, v[1], v[2], &b, &e, &base));
-    TRY(loam__jinja_steps(r, s.u.s.n / 64));
-    jinja_value sub = v[0];
-    if (mode == 3) {
-        int64_t count = 0;
-        if (base < 0) *out = jv_int(0);
-        else if (sub.u.s.n == 0) *out = jv_int((int64_t)loam__jinja_utf8_len(s.u.s.p + b, e - b) + 1);
-        else {
-            size_t i = b;
-            while (i + sub.u.s.n <= e) {
-                if (!memcmp(s.u.s.p + i, sub.u.s.p, sub.u.s.n)) {
-                    count++;
-                    i += sub.u.s.n;
-                } else i++;
-            }
-            *out = jv_int(count);
-        }
-        return LOAM_OK;
-    }
-    int64_t found = -1;
-    if (base >= 0 && sub.u.s.n <= e - b) {
-        if (mode == 1) {
-            for (size_t k = e - sub.u.s.n + 1; k-- > b;)
-                if (!memcmp(s.u.s.p + k, sub.u.s.p, sub.u.s.n)) {
-                    found = (int64_t)k;
-                    break;
-                }
-        } else {
-            const char *h = find_bytes(s.u.s.p + b, e - b, sub.u.s.p, sub.u.s.n);
-            if (h) found = h - s.u.s.p;
-        }
-    }
-    if (found < 0) {
-        if (mode == 2) return loam__jinja_error(r, "substring not found");
-        *out = jv_int(-1);
-        return LOAM_OK;
-    }
-    *out = jv_int((int64_t)loam__jinja_utf8_len(s.u.s.p, (size_t)found));
-    return LOAM_OK;
-}
-
-static loam_status call_str_method(jinja_render *r, uint16_t id, jinja_value s, const jinja_args *args,
-                                   jinja_value *out) {
-    switch (id) {
-    case M_STARTSWITH:
-    case M_ENDSWITH: {
-        BIND(id == M_STARTSWITH ? "startswith" : "endswith", "prefix", "start", "end");
-        if (!have[0]) return loam__jinja_error(r, "startswith/endswith takes at least 1 argument");
-        bool res;
-        TRY(py_affix(r, s, v[0], v[1], v[2], id == M_ENDSWITH, &res));
-        *out = jv_bool(res);
-        return LOAM_OK;
-    }
-    case M_SPLIT:
-    case M_RSPLIT: {
-        BIND(id == M_SPLIT ? "split" : "rsplit", "sep", "maxsplit");
-        int64_t maxsplit = -1;
-        if (have[1]) TRY(need_int(r, v[1], "maxsplit", &maxsplit));
-        return py_split(r, s, v[0], maxsplit, id == M_RSPLIT, out);
-    }
-    case M_STRIP:
-    case M_LSTRIP:
-    case M_RSTRIP: {
-        BIND("strip", "chars");
-        return py_strip(r, s, v[0], id == M_STRIP ? 3 : id == M_LSTRIP ? 1 : 2, out);
-    }
-    case M_REPLACE: {
-        BIND("replace", "old", "new", "count");
-        if (!have[0] || !have[1]) return loam__jinja_error(r, "replace() takes at least 2 arguments");
-        int64_t count = -1;
-        if (have[2]) TRY(need_int(r, v[2], "count", &count));
-        return py_replace(r, s, v[0], v[1], count, out);
-    }
-    case M_UPPER:
-    case M_LOWER:
-    case M_TITLE:
-    case M_CAPITALIZE:
-    case M_SWAPCASE: {
-        BIND("str method");
-        (void)v;
-        (void)have;
-        if (id == M_UPPER) return map_str(r, s, cp_upper, out);
-        if (id == M_LOWER) return map_str(r, s, cp_lower, out);
-        if (id == M_TITLE) return py_title(r, s, out);
-        if (id == M_CAPITALIZE) return py_capitalize(r, s, out);
-        jinja_buf b = {.a = A(r)};
-        size_t i = 0;
-        while (i < s.u.s.n) {
-            uint32_t c = loam__jinja_utf8_next(s.u.s.p, s.u.s.n, &i);
-            utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-            loam__jinja_utf8_put(&b, k == UTF8PROC_CATEGORY_LU ? cp_lower(c) : k == UTF8PROC_CATEGORY_LL ? cp_upper(c) : c);
-        }
-        return buf_done(r, &b, out);
-    }
-    case M_FIND: return str_search(r, s, args, 0, out);
-    case M_RFIND: return str_search(r, s, args, 1, out);
-    case M_INDEX: return str_search(r, s, args, 2, out);
-    case M_COUNT: return str_search(r, s, args, 3, out);
-    case M_FORMAT: return str_format(r, s, args, out);
-    case M_JOIN: {
-        BIND("join", "iterable");
-        if (!have[0]) return loam__jinja_error(r, "join() takes exactly one argument");
-        jinja_list *items;
-        TRY(loam__jinja_iterate(r, v[0], &items));
-        jinja_buf b = {.a = A(r)};
-        for (size_t i = 0; i < items->n; i++) {
-            if (items->v[i].type != JV_STR)
-                return loam__jinja_error(r, "sequence item %zu: expected str instance, %s found", i,
-                                         loam__jinja_type_name(items->v[i]));
-            if (i) loam__jinja_buf_put(&b, s.u.s.p, s.u.s.n);
-            loam__jinja_buf_put(&b, items->v[i].u.s.p, items->v[i].u.s.n);
-        }
-        return buf_done(r, &b, out);
-    }
-    case M_SPLITLINES: {
-        BIND("splitlines", "keepends");
-        jinja_list *l;
-        TRY(py_splitlines(r, s, truthy_arg(v[0], false), &l));
-        *out = jv_list(l);
-        return LOAM_OK;
-    }
-    case M_ISDIGIT:
-    case M_ISALPHA:
-    case M_ISALNUM:
-    case M_ISSPACE:
-    case M_ISUPPER:
-    case M_ISLOWER: {
-        BIND("str method");
-        (void)v;
-        (void)have;
-        *out = jv_bool(str_all(s, id - M_ISDIGIT));
-        return LOAM_OK;
-    }
-    default: return loam__jinja_error(r, "internal error: unknown str method");
-    }
 }
 
 static loam_status dict_items(jinja_render *r, const jinja_dict *d, int what, jinja_value *out) {
@@ -1128,7 +431,7 @@ loam_status loam__jinja_call_builtin(jinja_render *r, const jinja_func *fn, cons
         return LOAM_OK;
     }
     default:
-        if (self.type == JV_STR) return call_str_method(r, fn->id, self, args, out);
+        if (self.type == JV_STR) return loam__jinja_str_method(r, fn->id, self, args, out);
         return loam__jinja_error(r, "internal error: unknown builtin");
     }
 }
@@ -1167,7 +470,7 @@ loam_status loam__jinja_test(jinja_render *r, const char *name, size_t n, jinja_
         loam_status st;
         jinja_value s = str_of(r, v, &st);
         TRY(st);
-        *res = str_all(s, IS("upper") ? 4 : 5);
+        *res = loam__jinja_str_is(s, IS("upper") ? 4 : 5);
     } else if (IS("odd") || IS("even") || IS("divisibleby")) {
         jinja_value d = jv_int(2);
         if (IS("divisibleby")) TRY(test_arg(r, "divisibleby", args, &d));
@@ -1209,8 +512,8 @@ loam_status loam__jinja_test(jinja_render *r, const char *name, size_t n, jinja_
     } else if (IS("in")) {
         TRY(test_arg(r, "in", args, &arg));
         if (arg.type == JV_STR) {
-            TRY(need_str(r, v, "'in <string>' left operand"));
-            *res = find_bytes(arg.u.s.p, arg.u.s.n, v.u.s.p, v.u.s.n) != NULL;
+            TRY(loam__jinja_need_str(r, v, "'in <string>' left operand"));
+            *res = loam__jinja_find_bytes(arg.u.s.p, arg.u.s.n, v.u.s.p, v.u.s.n) != NULL;
         } else if (arg.type == JV_DICT) *res = loam__jinja_dict_find(arg.u.d, v) >= 0;
         else {
             jinja_list *l;
@@ -1247,7 +550,7 @@ static loam_status select_items(jinja_render *r, jinja_value seq, const jinja_ar
         attr = args->pos[first++];
     }
     if (args->n_pos > first) test = args->pos[first++];
-    if (test.type != JV_UNDEF) TRY(need_str(r, test, "test name"));
+    if (test.type != JV_UNDEF) TRY(loam__jinja_need_str(r, test, "test name"));
     jinja_args targs = no_args();
     targs.pos = args->pos + first;
     targs.n_pos = args->n_pos - first;
@@ -1297,7 +600,7 @@ static loam_status f_map(jinja_render *r, jinja_value seq, const jinja_args *arg
         }
     } else {
         if (args->n_pos < 1) return loam__jinja_error(r, "map() needs a filter name or attribute=");
-        TRY(need_str(r, args->pos[0], "filter name"));
+        TRY(loam__jinja_need_str(r, args->pos[0], "filter name"));
         jinja_args fargs = *args;
         fargs.pos = args->pos + 1;
         fargs.n_pos = args->n_pos - 1;
@@ -1325,7 +628,7 @@ static loam_status f_tojson(jinja_render *r, jinja_value v0, const jinja_args *a
             indent_len = v[1].u.s.n;
         } else {
             int64_t k;
-            TRY(need_int(r, v[1], "indent", &k));
+            TRY(loam__jinja_need_int(r, v[1], "indent", &k));
             if (k > (int64_t)sizeof spaces) return loam__jinja_error(r, "tojson indent too large");
             if (k < 0) k = 0;
             memset(spaces, ' ', (size_t)k);
@@ -1350,10 +653,10 @@ static loam_status f_tojson(jinja_render *r, jinja_value v0, const jinja_args *a
     }
     jinja_buf b = {.a = A(r)};
     char why[160];
-    if (loam__jinja_json_dump(&b, v0, truthy_arg(v[0], false), indent, indent_len, item_sep, key_sep,
-                              truthy_arg(v[3], false), why, sizeof why))
+    if (loam__jinja_json_dump(&b, v0, loam__jinja_truthy_arg(v[0], false), indent, indent_len, item_sep, key_sep,
+                              loam__jinja_truthy_arg(v[3], false), why, sizeof why))
         return loam__jinja_error(r, "%s", why);
-    return buf_done(r, &b, out);
+    return loam__jinja_buf_done(r, &b, out);
 }
 
 static loam_status f_indent(jinja_render *r, jinja_value s0, const jinja_args *args, jinja_value *out) {
@@ -1365,7 +668,7 @@ static loam_status f_indent(jinja_render *r, jinja_value s0, const jinja_args *a
     if (v[0].type == JV_STR) ind = v[0];
     else {
         int64_t w = 4;
-        if (have[0]) TRY(need_int(r, v[0], "indent width", &w));
+        if (have[0]) TRY(loam__jinja_need_int(r, v[0], "indent width", &w));
         if (w < 0) w = 0;
         if (w > 4096) return loam__jinja_error(r, "indent width too large");
         char *p = loam__jinja_alloc(A(r), (size_t)w + 1);
@@ -1373,14 +676,14 @@ static loam_status f_indent(jinja_render *r, jinja_value s0, const jinja_args *a
         memset(p, ' ', (size_t)w);
         ind = jv_str(p, (size_t)w);
     }
-    bool first = truthy_arg(v[1], false), blank = truthy_arg(v[2], false);
+    bool first = loam__jinja_truthy_arg(v[1], false), blank = loam__jinja_truthy_arg(v[2], false);
     /* s += "\n"; lines = s.splitlines() */
     char *tmp = loam__jinja_alloc(A(r), s.u.s.n + 1);
     if (!tmp) return loam__jinja_oom(r);
     memcpy(tmp, s.u.s.p, s.u.s.n);
     tmp[s.u.s.n] = '\n';
     jinja_list *lines;
-    TRY(py_splitlines(r, jv_str(tmp, s.u.s.n + 1), false, &lines));
+    TRY(loam__jinja_str_splitlines(r, jv_str(tmp, s.u.s.n + 1), false, &lines));
     jinja_buf b = {.a = A(r)};
     if (first) loam__jinja_buf_put(&b, ind.u.s.p, ind.u.s.n);
     for (size_t i = 0; i < lines->n; i++) {
@@ -1391,16 +694,16 @@ static loam_status f_indent(jinja_render *r, jinja_value s0, const jinja_args *a
         }
         loam__jinja_buf_put(&b, ln.u.s.p, ln.u.s.n);
     }
-    return buf_done(r, &b, out);
+    return loam__jinja_buf_done(r, &b, out);
 }
 
 static loam_status f_round(jinja_render *r, jinja_value x, const jinja_args *args, jinja_value *out) {
     BIND("round", "precision", "method");
     int64_t prec = 0;
-    if (have[0]) TRY(need_int(r, v[0], "precision", &prec));
+    if (have[0]) TRY(loam__jinja_need_int(r, v[0], "precision", &prec));
     int method = 0;
     if (have[1]) {
-        TRY(need_str(r, v[1], "method"));
+        TRY(loam__jinja_need_str(r, v[1], "method"));
         if (v[1].u.s.n == 6 && !memcmp(v[1].u.s.p, "common", 6)) method = 0;
         else if (v[1].u.s.n == 4 && !memcmp(v[1].u.s.p, "ceil", 4)) method = 1;
         else if (v[1].u.s.n == 5 && !memcmp(v[1].u.s.p, "floor", 5)) method = 2;
@@ -1492,7 +795,7 @@ static loam_status f_int(jinja_render *r, jinja_value x, const jinja_args *args,
     BIND("int", "default", "base");
     jinja_value dflt = have[0] ? v[0] : jv_int(0);
     int64_t base = 10;
-    if (have[1]) TRY(need_int(r, v[1], "base", &base));
+    if (have[1]) TRY(loam__jinja_need_int(r, v[1], "base", &base));
     if (base < 2 || base > 36) return loam__jinja_error(r, "int() base must be >= 2 and <= 36");
     int64_t i;
     double f;
@@ -1535,17 +838,17 @@ static loam_status f_sort_like(jinja_render *r, jinja_value seq, const jinja_arg
     bool reverse = false;
     if (kind == 0) {
         static const char *const names[] = {"reverse", "case_sensitive", "attribute"};
-        TRY(bind(r, fname[kind], args, names, 3, v, have));
-        reverse = truthy_arg(v[0], false);
+        TRY(loam__jinja_bind(r, fname[kind], args, names, 3, v, have));
+        reverse = loam__jinja_truthy_arg(v[0], false);
         v[0] = v[1];
         v[1] = v[2];
         have[0] = have[1];
         have[1] = have[2];
     } else {
         static const char *const names[] = {"case_sensitive", "attribute"};
-        TRY(bind(r, fname[kind], args, names, 2, v, have));
+        TRY(loam__jinja_bind(r, fname[kind], args, names, 2, v, have));
     }
-    bool cs = truthy_arg(v[0], false);
+    bool cs = loam__jinja_truthy_arg(v[0], false);
     jinja_list *items;
     TRY(loam__jinja_iterate(r, seq, &items));
     keyed *k = loam__jinja_alloc(A(r), (items->n + 1) * sizeof *k);
@@ -1602,7 +905,7 @@ static loam_status f_dictsort(jinja_render *r, jinja_value d, const jinja_args *
     }
     bool by_value = false;
     if (have[1]) {
-        TRY(need_str(r, v[1], "by"));
+        TRY(loam__jinja_need_str(r, v[1], "by"));
         if (v[1].u.s.n == 5 && !memcmp(v[1].u.s.p, "value", 5)) by_value = true;
         else if (!(v[1].u.s.n == 3 && !memcmp(v[1].u.s.p, "key", 3)))
             return loam__jinja_error(r, "You can only sort by either \"key\" or \"value\"");
@@ -1610,11 +913,11 @@ static loam_status f_dictsort(jinja_render *r, jinja_value d, const jinja_args *
     keyed *k = loam__jinja_alloc(A(r), (d.u.d->n + 1) * sizeof *k);
     if (!k) return loam__jinja_oom(r);
     for (size_t i = 0; i < d.u.d->n; i++) {
-        TRY(sort_key(r, by_value ? d.u.d->vals[i] : d.u.d->keys[i], truthy_arg(v[0], false), &k[i].key));
+        TRY(sort_key(r, by_value ? d.u.d->vals[i] : d.u.d->keys[i], loam__jinja_truthy_arg(v[0], false), &k[i].key));
         k[i].val = tuple2(r, d.u.d->keys[i], d.u.d->vals[i]);
         if (k[i].val.type != JV_LIST) return loam__jinja_oom(r);
     }
-    TRY(sort_keyed(r, k, d.u.d->n, truthy_arg(v[2], false)));
+    TRY(sort_keyed(r, k, d.u.d->n, loam__jinja_truthy_arg(v[2], false)));
     jinja_list *l = loam__jinja_list_new(A(r), d.u.d->n);
     if (!l) return loam__jinja_oom(r);
     for (size_t i = 0; i < d.u.d->n; i++) l->v[l->n++] = k[i].val;
@@ -1637,7 +940,7 @@ static loam_status f_escape(jinja_render *r, jinja_value x, jinja_value *out) {
         default: loam__jinja_buf_putc(&b, s.u.s.p[i]);
         }
     }
-    return buf_done(r, &b, out);
+    return loam__jinja_buf_done(r, &b, out);
 }
 
 static loam_status f_length(jinja_render *r, jinja_value x, jinja_value *out) {
@@ -1669,7 +972,7 @@ static loam_status f_batch(jinja_render *r, jinja_value x, const jinja_args *arg
     BIND("batch", "linecount", "fill_with");
     int64_t n;
     if (!have[0]) return loam__jinja_error(r, "batch() missing linecount");
-    TRY(need_int(r, v[0], "linecount", &n));
+    TRY(loam__jinja_need_int(r, v[0], "linecount", &n));
     if (n <= 0) return loam__jinja_error(r, "batch() linecount must be positive");
     jinja_list *items, *res = loam__jinja_list_new(A(r), 0), *cur = NULL;
     if (!res) return loam__jinja_oom(r);
@@ -1699,7 +1002,7 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
     }
     if (IS("default") || IS("d")) {
         BIND("default", "default_value", "boolean");
-        bool use = x.type == JV_UNDEF || (truthy_arg(v[1], false) && !loam__jinja_truthy(x));
+        bool use = x.type == JV_UNDEF || (loam__jinja_truthy_arg(v[1], false) && !loam__jinja_truthy(x));
         *out = use ? (have[0] ? v[0] : jv_str("", 0)) : x;
         return LOAM_OK;
     }
@@ -1713,15 +1016,15 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
         BIND("trim", "chars");
         jinja_value s = str_of(r, x, &st);
         TRY(st);
-        return py_strip(r, s, v[0], 3, out);
+        return loam__jinja_str_strip(r, s, v[0], 3, out);
     }
     if (IS("upper") || IS("lower") || IS("capitalize") || IS("title")) {
         jinja_value s = str_of(r, x, &st);
         TRY(st);
-        if (IS("upper")) return map_str(r, s, cp_upper, out);
-        if (IS("lower")) return map_str(r, s, cp_lower, out);
-        if (IS("capitalize")) return py_capitalize(r, s, out);
-        return jinja_title(r, s, out);
+        if (IS("upper")) return loam__jinja_str_case(r, s, JCASE_UPPER, out);
+        if (IS("lower")) return loam__jinja_str_case(r, s, JCASE_LOWER, out);
+        if (IS("capitalize")) return loam__jinja_str_case(r, s, JCASE_CAPITALIZE, out);
+        return loam__jinja_str_case(r, s, JCASE_JINJA_TITLE, out);
     }
     if (IS("replace")) {
         BIND("replace", "old", "new", "count");
@@ -1729,11 +1032,11 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
         jinja_value s = str_of(r, x, &st);
         TRY(st);
         int64_t count = -1;
-        if (have[2] && v[2].type != JV_NONE) TRY(need_int(r, v[2], "count", &count));
+        if (have[2] && v[2].type != JV_NONE) TRY(loam__jinja_need_int(r, v[2], "count", &count));
         bool oom1, oom2;
         jinja_value o = loam__jinja_to_str(A(r), v[0], &oom1), w = loam__jinja_to_str(A(r), v[1], &oom2);
         if (oom1 || oom2) return loam__jinja_oom(r);
-        return py_replace(r, s, o, w, count, out);
+        return loam__jinja_str_replace(r, s, o, w, count, out);
     }
     if (IS("join")) {
         BIND("join", "d", "attribute");
@@ -1748,7 +1051,7 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
             if (i) loam__jinja_buf_put(&b, sep.u.s.p, sep.u.s.n);
             loam__jinja_str(&b, it);
         }
-        return buf_done(r, &b, out);
+        return loam__jinja_buf_done(r, &b, out);
     }
     if (IS("items")) {
         if (x.type == JV_UNDEF) {
@@ -1793,7 +1096,7 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
             TRY(loam__jinja_iterate(r, x, &cps));
             jinja_buf b = {.a = A(r)};
             for (size_t i = cps->n; i-- > 0;) loam__jinja_buf_put(&b, cps->v[i].u.s.p, cps->v[i].u.s.n);
-            return buf_done(r, &b, out);
+            return loam__jinja_buf_done(r, &b, out);
         }
         if (x.type != JV_LIST && x.type != JV_DICT) {
             if (x.type == JV_UNDEF) return loam__jinja_undefined_error(r, x);
@@ -1821,7 +1124,7 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
     if (IS("attr")) {
         BIND("attr", "name");
         if (!have[0]) return loam__jinja_error(r, "attr() missing name");
-        TRY(need_str(r, v[0], "attribute name"));
+        TRY(loam__jinja_need_str(r, v[0], "attribute name"));
         if (x.type == JV_UNDEF) return loam__jinja_undefined_error(r, x);
         if (loam__jinja_method(r, x, v[0].u.s.p, v[0].u.s.n, out, &st)) return st;
         TRY(st);
@@ -1879,7 +1182,7 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
         jinja_value s = str_of(r, x, &st);
         TRY(st);
         int64_t w = 80;
-        if (have[0]) TRY(need_int(r, v[0], "width", &w));
+        if (have[0]) TRY(loam__jinja_need_int(r, v[0], "width", &w));
         if (w > 100000) return loam__jinja_error(r, "center width too large");
         int64_t len = (int64_t)loam__jinja_utf8_len(s.u.s.p, s.u.s.n);
         if (w <= len) {
@@ -1891,21 +1194,16 @@ loam_status loam__jinja_filter(jinja_render *r, const char *name, size_t n, jinj
         for (int64_t k = 0; k < left; k++) loam__jinja_buf_putc(&b, ' ');
         loam__jinja_buf_put(&b, s.u.s.p, s.u.s.n);
         for (int64_t k = 0; k < pad - left; k++) loam__jinja_buf_putc(&b, ' ');
-        return buf_done(r, &b, out);
+        return loam__jinja_buf_done(r, &b, out);
     }
     if (IS("format")) {
         jinja_value s = str_of(r, x, &st);
         TRY(st);
         if (args->n_kw) return loam__jinja_error(r, "format filter: keyword arguments are not supported");
-        return percent_format(r, s, args->pos, args->n_pos, out);
+        return loam__jinja_str_printf(r, s, args->pos, args->n_pos, out);
     }
     if (IS("batch")) return f_batch(r, x, args, out);
 #undef IS
     *found = false;
     return LOAM_OK;
-}
-
-loam_status loam__jinja_percent(jinja_render *r, jinja_value fmt, jinja_value arg, jinja_value *out) {
-    if (arg.type == JV_LIST && (arg.flags & JF_TUPLE)) return percent_format(r, fmt, arg.u.l->v, arg.u.l->n, out);
-    return percent_format(r, fmt, &arg, 1, out);
 }

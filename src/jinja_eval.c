@@ -121,12 +121,6 @@ loam_status loam__jinja_undefined_error(jinja_render *r, jinja_value u) {
     return loam__jinja_error(r, "value is undefined");
 }
 
-#define TRY(x)                                                                                     \
-    do {                                                                                           \
-        loam_status s_ = (x);                                                                      \
-        if (s_ != LOAM_OK) return s_;                                                              \
-    } while (0)
-
 /* An undefined value whose later use reports "msg". */
 static jinja_value make_undef(jinja_render *r, const char *fmt, ...) LOAM__PRINTF(2, 3);
 static jinja_value make_undef(jinja_render *r, const char *fmt, ...) {

