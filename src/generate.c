@@ -149,6 +149,8 @@ static loam_status run(loam_model *m, const int32_t *ids, size_t n_ids,
     pthread_mutex_lock(&g.mu);
     while (g.n_done < submitted) pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
+    for (int32_t i = 0; i < p->n && !g.oom; i++) /* an empty completion is "", never NULL */
+        if (!g.out[i].text && !(g.out[i].text = loam__strdup(""))) g.oom = true;
     if (s == LOAM_OK && g.oom) s = loam__fail(err, LOAM_E_NOMEM, "generate: out of memory");
     if (s == LOAM_OK && g.error_status != LOAM_OK)
         s = loam__fail(err, g.error_status, "generate: %s", g.error);
