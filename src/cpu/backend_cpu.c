@@ -24,6 +24,13 @@
 #include <math.h>
 #include <omp.h>
 
+/* Below these sizes a stage runs on the calling thread: an OpenMP fork/join costs a few
+ * microseconds on an idle machine and far more when threads are descheduled, while a norm of
+ * one row costs about one. SMALL_WORK counts multiply-adds (attention) or, divided by 64,
+ * exponentials (SwiGLU). */
+#define SMALL_ROWS 4
+#define SMALL_WORK (1 << 18)
+
 /* LoRA scratch: rows are fed to loam__lora_apply in pieces of at most this many floats. */
 #define LORA_SCRATCH_MIN LOAM__LORA_RANK_MAX
 
@@ -206,7 +213,7 @@ static void cpu_embed(void *p, const loam__step *st) {
     int64_t n_embd = m->cfg.n_embd;
     int32_t half = m->cfg.head_dim / 2;
     float af = m->rope_attn_factor;
-#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static)
+#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static) if (st->n_rows >= SMALL_ROWS)
     for (int32_t r = 0; r < st->n_rows; r++) {
         loam__qmat_row(&m->embed, st->token[r], cs->x + r * n_embd);
         float *cr = cs->rope_cos + (int64_t)r * half, *sr = cs->rope_sin + (int64_t)r * half;
@@ -222,7 +229,7 @@ static void cpu_embed(void *p, const loam__step *st) {
 static void norm_rows(cpu_state *cs, int32_t n_rows, const float *w, float *dst) {
     int64_t n_embd = cs->m->cfg.n_embd;
     float eps = cs->m->cfg.rms_eps;
-#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static)
+#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static) if (n_rows >= SMALL_ROWS)
     for (int32_t r = 0; r < n_rows; r++)
         rmsnorm(dst + r * n_embd, cs->x + r * n_embd, w, n_embd, eps);
 }
@@ -291,7 +298,7 @@ static void cpu_attention(void *p, const loam__step *st, int32_t l) {
     int32_t hd = c->head_dim, half = hd / 2;
     /* q/k norm + RoPE, then K and V into the cache (every row before any attention: rows of
      * one sequence in this step attend to each other) */
-#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static)
+#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static) if (st->n_rows >= SMALL_ROWS)
     for (int32_t r = 0; r < st->n_rows; r++) {
         const float *cr = cs->rope_cos + (int64_t)r * half, *sr = cs->rope_sin + (int64_t)r * half;
         for (int32_t h = 0; h < c->n_head; h++) {
@@ -312,8 +319,9 @@ static void cpu_attention(void *p, const loam__step *st, int32_t l) {
         }
     }
     int32_t n_tasks = st->n_rows * c->n_head_kv;
-    int64_t per_thread = (int64_t)(c->n_head / c->n_head_kv) * cs->sh.n_ctx;
-#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(dynamic, 1)
+    int64_t per_thread = (int64_t)(c->n_head / c->n_head_kv) * cs->sh.n_ctx, work = 0;
+    for (int32_t r = 0; r < st->n_rows; r++) work += (int64_t)(st->pos[r] + 1) * cs->q_dim;
+#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(dynamic, 1) if (work >= SMALL_WORK)
     for (int32_t task = 0; task < n_tasks; task++)
         attend(cs, st, l, task / c->n_head_kv, task % c->n_head_kv,
                cs->att_scratch + (int64_t)omp_get_thread_num() * per_thread);
@@ -338,7 +346,7 @@ static void cpu_ffn_up(void *p, const loam__step *st, int32_t l) {
     int64_t n = (int64_t)st->n_rows * cs->m->cfg.n_ff;
     float *g = cs->gate;
     const float *u = cs->up;
-#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static)
+#pragma omp parallel for num_threads(cs->sh.n_threads) schedule(static) if (n >= SMALL_WORK / 64)
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i]; /* silu(g)·u */
 }
 
