@@ -47,6 +47,7 @@ static void usage(FILE *f) {
             "  -r N             repetitions (default 3)\n"
             "  --lora-rank R    apply a random rank-R adapter (all seven projections of the\n"
             "                   last L layers, default 16), written to a temporary directory\n"
+            "                   in $TMPDIR (default /tmp) and removed at the end\n"
             "  --lora-layers L  layers of that adapter\n"
             "  --json           print one JSON object instead of the table\n");
 }
@@ -194,7 +195,7 @@ int loam_cmd_bench(int argc, char **argv) {
     loam_batch_entry *ent = NULL;
     result res[2 + MAX_BATCHES];
     int n_res = 0;
-    char synth_dir[64] = "";
+    char synth_dir[256] = "";
 
     double t_load = now_s();
     loam_model_params mp = loam_model_params_default();
@@ -208,7 +209,9 @@ int loam_cmd_bench(int argc, char **argv) {
     loam_model_get_info(m, &info);
     if (lora_rank) {
         char msg[256];
-        snprintf(synth_dir, sizeof synth_dir, "/tmp/loam-bench-lora-XXXXXX");
+        const char *tmp = getenv("TMPDIR");
+        if (!tmp || !*tmp || strlen(tmp) > sizeof synth_dir - 24) tmp = "/tmp";
+        snprintf(synth_dir, sizeof synth_dir, "%s/loam-bench-lora-XXXXXX", tmp);
         if (!mkdtemp(synth_dir)) {
             synth_dir[0] = '\0';
             cli_error(CMD, "cannot create a temporary directory");
@@ -371,7 +374,7 @@ done:
     loam_session_free(s);
     loam_model_close(m);
     if (synth_dir[0]) {
-        char path[128];
+        char path[320];
         snprintf(path, sizeof path, "%s/adapters.safetensors", synth_dir);
         remove(path);
         snprintf(path, sizeof path, "%s/adapter_config.json", synth_dir);
