@@ -143,6 +143,7 @@ static void finish_with(loam_engine *e, request *r, loam_finish why, const char 
         res.text = e->tail;
         res.text_len = pre_len + held_len;
     }
+    if (!res.text) res.text = ""; /* callbacks always get a valid pointer */
     res.prompt_tokens = r->n_prompt;
     res.completion_tokens = r->n_generated;
     double now = loam__now();
@@ -308,6 +309,7 @@ static void step(loam_engine *e) {
             finish(e, r, LOAM_FINISH_ERROR, serr.msg);
             continue;
         }
+        if (!ev.text) ev.text = "";
         ev.token = tok;
         ev.logprob = logprob;
         bool keep = r->on_token ? r->on_token(r->user, &ev) : true;
