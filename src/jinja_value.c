@@ -205,9 +205,9 @@ static bool dict_reindex(jinja_arena *a, jinja_dict *d, size_t cap) {
 }
 
 int64_t loam__jinja_dict_find(const jinja_dict *d, jinja_value k) {
-    bool ok;
-    uint64_t h = key_hash(k, &ok);
-    if (d->index && ok) {
+    bool ok = false;
+    uint64_t h = d->index ? key_hash(k, &ok) : 0;
+    if (ok) {
         size_t j = (size_t)(h & (d->index_cap - 1));
         while (d->index[j]) {
             size_t i = d->index[j] - 1;
