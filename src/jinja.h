@@ -259,7 +259,7 @@ typedef enum jinja_kind {
     JN_WITH,     /* args: JN_SET assignments, body */
     JN_BREAK,
     JN_CONTINUE,
-    JN_SCOPELESS, /* body only (generation blocks) */
+    JN_GENERATION, /* body, rendered in its own scope (transformers' {% generation %} call block) */
     /* expressions */
     JN_CONST,   /* val */
     JN_NAME,    /* s */

@@ -1149,7 +1149,11 @@ static loam_status exec(jinja_render *r, scope *s, const jinja_node *n) {
         }
         return exec_body(r, inner, n->body, n->n_body);
     }
-    case JN_SCOPELESS: return exec_body(r, s, n->body, n->n_body);
+    case JN_GENERATION: {
+        scope *inner = scope_new(r, s);
+        if (!inner) return loam__jinja_oom(r);
+        return exec_body(r, inner, n->body, n->n_body);
+    }
     case JN_BREAK: r->control = CTL_BREAK; return LOAM_OK;
     case JN_CONTINUE: r->control = CTL_CONTINUE; return LOAM_OK;
     default: return fail_at(r, n, "internal error: not a statement");

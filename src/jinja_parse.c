@@ -1484,9 +1484,13 @@ static jinja_node *parse_statement(parser *p) {
         }
     } else if (tok_is_name(t, "generation")) {
         static const char *const ends[] = {"endgeneration", NULL};
-        n = node_at(p, JN_SCOPELESS, t);
-        if (n && !parse_body(p, ends, &n->body, &n->n_body)) return NULL;
-        if (n) advance(p);
+        n = node_at(p, JN_GENERATION, t);
+        int saved = p->loop_depth; /* the body is a macro body in jinja2: no break out of it */
+        p->loop_depth = 0;
+        bool ok = n && parse_body(p, ends, &n->body, &n->n_body);
+        p->loop_depth = saved;
+        if (!ok) return NULL;
+        advance(p);
     } else if (tok_is_name(t, "break") || tok_is_name(t, "continue")) {
         if (p->loop_depth == 0) {
             fail_at(p, t->line, t->col, "'%.*s' outside of a for loop", (int)t->n, t->s);

@@ -4,7 +4,7 @@ tests/test_chat_template.c, by rendering each case below with jinja2 configured 
 Hugging Face transformers configures it for apply_chat_template:
 
     ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                  extensions=[jinja2.ext.loopcontrols])
+                                  extensions=[jinja2.ext.loopcontrols, the generation tag])
     filters["tojson"]  = json.dumps(x, ensure_ascii=False, indent=, separators=, sort_keys=)
     globals["raise_exception"], globals["strftime_now"]
 
@@ -25,9 +25,23 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
+class GenerationTag(jinja2.ext.Extension):
+    """transformers' AssistantTracker as far as rendering goes: {% generation %}...{% endgeneration %}
+    renders its body as a call block (a macro body: its sets stay inside)."""
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+    def _render(self, caller):
+        return caller()
+
+
 def make_env():
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
+                                        extensions=[jinja2.ext.loopcontrols, GenerationTag])
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
@@ -77,6 +91,10 @@ CTX = {
     "add_generation_prompt": True,
     "bos_token": "<s>",
 }
+
+PARTS_CTX = dict(CTX, parts_messages=[
+    {"role": "user", "content": [{"type": "text", "text": "Look: "}, {"type": "image"}, {"type": "text", "text": "what?"}]},
+    {"role": "assistant", "content": "A cat."}])
 
 # (name, template[, context override])
 CASES = [
@@ -225,6 +243,32 @@ CASES = [
     ("ws_block_end_at_eof", "{% if true %}a{% endif %}"),
     ("ws_nested_dict_braces", "{{ {'a': {'b': 1}} }}"),
     ("ws_braces_in_string", "{{ '}}' }}{{ '%}' }}{% set x = '{{' %}{{ x }}"),
+    # idioms of other published chat templates (Mistral, Phi, Hermes, Granite, Gemma, DeepSeek...)
+    ("idiom_content_parts", "{% for m in parts_messages %}{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}{% if p.type == 'text' %}{{ p.text }}{% elif p['type'] == 'image' %}<img>{% endif %}{% endfor %}{% endif %};{% endfor %}", PARTS_CTX),
+    ("idiom_alternation", "{% for m in messages[1:] %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{{ m.role }} {% endfor %}"),
+    ("idiom_mistral_inst", "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% elif m['role'] == 'assistant' %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}", {**CTX, "eos_token": "</s>"}),
+    ("idiom_system_split", "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{{ system_message }}|{{ loop_messages | length }}"),
+    ("idiom_tools_map_tojson", "{{ tools | map('tojson') | join('\\n') }}|{{ tools | map('tojson', indent=2) | first }}"),
+    ("idiom_tool_function_unwrap", "{% for tool in tools %}{% if tool.function is defined %}{% set tool = tool.function %}{% endif %}{{ tool.name }}({% for name, spec in tool.parameters.properties | items %}{{ name }}: {{ spec.type }}{% if spec.default is defined %} = {{ spec.default }}{% endif %}{{ ', ' if not loop.last }}{% endfor %}){% endfor %}"),
+    ("idiom_dictsort_params", "{% for k, v in tools[0].function.parameters.properties | dictsort %}{{ k }}={{ v | tojson }};{% endfor %}"),
+    ("idiom_selectattr_system", "{{ messages | selectattr('role', 'equalto', 'system') | list | length }} {{ (messages | selectattr('role', 'eq', 'user') | first).content }} {{ messages | rejectattr('role', 'in', ['system', 'tool']) | map(attribute='role') | join(',') }}"),
+    ("idiom_ns_accumulate", "{% set ns = namespace(parts=[], n=0) %}{% for m in messages %}{% set ns.parts = ns.parts + [m.role[:1]] %}{% set ns.n = ns.n + m.content | length %}{% endfor %}{{ ns.parts | join }} {{ ns.n }}"),
+    ("idiom_bos_conditional", "{{- bos_token if bos_token is defined else '' }}{{- eos_token if eos_token is defined else '(no eos)' }}"),
+    ("idiom_macro_ws", "{%- macro render(m) -%}\n  <{{ m.role }}>\n{%- endmacro -%}\n{%- for m in messages -%}\n  {{ render(m) }}\n{%- endfor -%}"),
+    ("idiom_generation_tag", "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% set inner = 1 %}{% endgeneration %}{% else %}{{ m.content }}{% endif %}|{% endfor %}[{{ inner }}]"),
+    ("idiom_generation_ws", "{%- for m in messages %}\n  {%- if m.role == 'assistant' %}\n    {% generation %}\n    {{- m.content -}}\n    {% endgeneration %}\n  {%- endif %}\n{%- endfor %}"),
+    ("idiom_content_tojson_safe", "{{ messages[3].content | tojson | safe }} {{ messages[2].tool_calls | tojson }}"),
+    ("idiom_reasoning_split", "{% for m in [{'content': '<think>a</think>b'}, {'content': 'plain'}] %}{% if '</think>' in m.content %}{{ m.content.split('</think>')[0].split('<think>')[-1] }}/{{ m.content.split('</think>')[-1] }}{% else %}{{ m.content }}{% endif %};{% endfor %}"),
+    ("idiom_truncate_slice", "{{ messages[0].content[:3] }}|{{ messages[0].content[-5:] }}|{{ messages[0].content[100:] }}|"),
+    ("idiom_last_user_index", "{% set ns = namespace(idx=-1) %}{% for m in messages %}{% if m.role == 'user' %}{% set ns.idx = loop.index0 %}{% endif %}{% endfor %}{{ ns.idx }}"),
+    ("idiom_json_args_string", "{% set args = messages[2].tool_calls[0].function.arguments %}{{ args if args is string else args | tojson }}"),
+    ("idiom_strftime_guard", "{% if not date_string is defined %}{% if strftime_now is defined %}{% set date_string = 'has-clock' %}{% else %}{% set date_string = '26 Jul 2024' %}{% endif %}{% endif %}{{ date_string }}"),
+    ("idiom_tool_response_wrap", "{% for m in messages %}{% if m.role == 'tool' %}{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}<|user|>{% endif %}\n<tool_response>\n{{ m.content }}\n</tool_response>{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}<|end|>{% endif %}{% endif %}{% endfor %}"),
+    ("idiom_message_keys", "{% for m in messages %}{{ m.keys() | list | length }}{{ 'tool_calls' in m }}{{ m.get('name', '-') }} {% endfor %}"),
+    ("idiom_loop_cycle_roles", "{% for m in messages %}{{ loop.cycle('A', 'B', 'C') }}{% endfor %}"),
+    ("idiom_replace_newlines", "{{ 'a\\nb\\n\\nc' | replace('\\n', '<br>') }} {{ 'x  y' | replace(' ', '') }}"),
+    ("idiom_trim_chain", "{{ ('  ' ~ messages[1].content ~ '\\n\\n') | trim }}|"),
+    ("idiom_is_not_none_defined", "{% for m in messages %}{{ m.tool_calls is defined and m.tool_calls is not none and m.tool_calls | length > 0 }} {% endfor %}"),
     # errors (jinja2 raises; loam must fail too)
     ("err_raise", "{{ raise_exception('custom failure') }}"),
     ("err_undefined_attr", "{{ nope.attr }}"),
