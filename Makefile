@@ -29,6 +29,8 @@ TOOL_SRC := $(sort $(wildcard tools/*.c))
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 # Per-file instruction sets: one ISA per file, never global (STYLE.md).
 ifeq ($(ARCH),x86_64)
@@ -72,6 +74,15 @@ $(BUILD)/tests/tiny-model: tests/tiny_model.c tests/tiny_model.h $(BUILD)/libloa
 	@mkdir -p $(dir $@)
 	@echo "  TOOL    $@"
 	@$(CC) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libloam.a
+	@mkdir -p $(dir $@)
+	@echo "  BENCH   $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+
+# Kernel benchmarks (bench/bench_*.c): build and run each; figures go to bench/RESULTS.md.
+bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
 test: all
 	@tests/run.sh $(BUILD)

@@ -9,6 +9,8 @@
  * float accumulator per (row, activation row); the c and bias terms are FMA'd 8 groups at a time
  * from vectors of 8 scales/biases and 8 d/c/sum values. Lanes are summed once per output.
  * Tiles: mv 4 rows × 1 activation row, mm 2 rows × 4 activation rows (16 ymm registers).
+ * Loops over the tile's rows (R) and activation rows (A) carry `#pragma GCC unroll` so the
+ * accumulator arrays become registers at -O2.
  *
  * Dense F32/F16/BF16: 8 weights per load converted to float (bf16: widen and shift left 16,
  * f16: vcvtph2ps), one FMA per activation row; the k % 8 tail in scalar code.
@@ -57,22 +59,27 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     const uint8_t *w = (const uint8_t *)W->w;
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     __m256 acc[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) acc[i][j] = _mm256_setzero_ps();
 
     for (int64_t g0 = 0; g0 < ng; g0 += 8) {
         const int64_t gn = ng - g0 < 8 ? ng - g0 : 8;
         __m256 s8[4], d8[4];
+        #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             size_t gi = (size_t)(r + i) * (size_t)ng + (size_t)g0;
             s8[i] = load8_float(W->scales, st, gi, gn);
             __m256 b8 = load8_float(W->biases, st, gi, gn);
+            #pragma GCC unroll 4
             for (int j = 0; j < A; j++) {
                 size_t o = (size_t)(a + j) * (size_t)gp + (size_t)g0;
                 acc[i][j] = _mm256_fmadd_ps(s8[i], _mm256_load_ps(xq->c + o), acc[i][j]);
                 acc[i][j] = _mm256_fmadd_ps(b8, _mm256_load_ps(xq->sum + o), acc[i][j]);
             }
         }
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             d8[j] = _mm256_load_ps(xq->d + (size_t)(a + j) * (size_t)gp + (size_t)g0);
 
@@ -80,6 +87,7 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
             const __m256i idx = _mm256_set1_epi32((int)g);
             __m256i lo[4], hi[4];
             __m256 sg[4];
+            #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
                 const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
                 __m256i wv = _mm256_loadu_si256((const __m256i *)wp);
@@ -87,11 +95,13 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
                 hi[i] = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
                 sg[i] = _mm256_permutevar8x32_ps(s8[i], idx);
             }
+            #pragma GCC unroll 4
             for (int j = 0; j < A; j++) {
                 const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
                 __m256i xlo = _mm256_load_si256((const __m256i *)q);
                 __m256i xhi = _mm256_load_si256((const __m256i *)(q + 32));
                 __m256 dg = _mm256_permutevar8x32_ps(d8[j], idx);
+                #pragma GCC unroll 4
                 for (int i = 0; i < R; i++) {
                     __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xlo),
                                                  _mm256_maddubs_epi16(hi[i], xhi));
@@ -101,7 +111,9 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
             }
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = hsum8(acc[i][j]);
 }
@@ -132,18 +144,25 @@ INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a
     const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     const uint8_t *w = (const uint8_t *)W->w;
     __m256 acc[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) acc[i][j] = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 8 <= k; c += 8) {
         __m256 wv[4];
+        #pragma GCC unroll 4
         for (int i = 0; i < R; i++) wv[i] = load8_w(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t);
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)(a + j) * (size_t)k + (size_t)c);
+            #pragma GCC unroll 4
             for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             float s = hsum8(acc[i][j]);
             for (int64_t cc = c; cc < k; cc++)

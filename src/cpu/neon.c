@@ -36,7 +36,9 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     const uint8x16_t m4 = vdupq_n_u8(0x0f);
     float32x4_t acc[4][4];
     float accs[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             acc[i][j] = vdupq_n_f32(0.0f);
             accs[i][j] = 0.0f;
@@ -44,6 +46,7 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         const int64_t gn = ng - g0 < 16 ? ng - g0 : 16;
         float s[4][16], b[4][16];
+        #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             size_t gi = (size_t)(r + i) * (size_t)ng + (size_t)g0;
             load_floats(W->scales, st, gi, gn, s[i]);
@@ -51,6 +54,7 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
         }
         for (int64_t g = 0; g < gn; g++) {
             int8x16_t lo0[4], lo1[4], hi0[4], hi1[4];
+            #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
                 const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
                 uint8x16_t w0 = vld1q_u8(wp), w1 = vld1q_u8(wp + 16);
@@ -59,12 +63,14 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
                 hi0[i] = vreinterpretq_s8_u8(vshrq_n_u8(w0, 4));
                 hi1[i] = vreinterpretq_s8_u8(vshrq_n_u8(w1, 4));
             }
+            #pragma GCC unroll 4
             for (int j = 0; j < A; j++) {
                 size_t o = (size_t)(a + j) * (size_t)gp + (size_t)(g0 + g);
                 const int8_t *q = xq->q + o * 64u;
                 int8x16_t x0 = vld1q_s8(q), x1 = vld1q_s8(q + 16);
                 int8x16_t x2 = vld1q_s8(q + 32), x3 = vld1q_s8(q + 48);
                 float d = xq->d[o], c = xq->c[o], sum = xq->sum[o];
+                #pragma GCC unroll 4
                 for (int i = 0; i < R; i++) {
                     int32x4_t dot = vdotq_s32(vdupq_n_s32(0), lo0[i], x0);
                     dot = vdotq_s32(dot, lo1[i], x1);
@@ -76,7 +82,9 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
             }
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = vaddvq_f32(acc[i][j]) + accs[i][j];
 }
@@ -106,18 +114,25 @@ INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a
     const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     const uint8_t *w = (const uint8_t *)W->w;
     float32x4_t acc[4][4];
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) acc[i][j] = vdupq_n_f32(0.0f);
     int64_t c = 0;
     for (; c + 4 <= k; c += 4) {
         float32x4_t wv[4];
+        #pragma GCC unroll 4
         for (int i = 0; i < R; i++) wv[i] = load4_w(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t);
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             float32x4_t xv = vld1q_f32(x + (size_t)(a + j) * (size_t)k + (size_t)c);
+            #pragma GCC unroll 4
             for (int i = 0; i < R; i++) acc[i][j] = vfmaq_f32(acc[i][j], wv[i], xv);
         }
     }
+    #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
+        #pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             float s = vaddvq_f32(acc[i][j]);
             for (int64_t cc = c; cc < k; cc++)
