@@ -278,6 +278,75 @@ LOAM_API loam_status loam_qmatmul(const float *x, int64_t m, const void *wq, con
 /* Name of the CPU kernel set chosen at run time ("avx512vnni", "avx2", "neon", "scalar"). */
 LOAM_API const char *loam_cpu_kernels_name(void);
 
+/* Progress of a long job: done out of total (bytes of tensor data). Return false to cancel the
+ * job, which then fails with LOAM_E_CANCELLED. Called on the thread that runs the job. */
+typedef bool (*loam_progress_fn)(void *user, uint64_t done, uint64_t total);
+
+/* Parameters of loam_convert_quantize, filled by loam_convert_params_default(). */
+typedef struct loam_convert_params {
+    int32_t bits;             /* 4 */
+    int32_t group_size;       /* 64 */
+    loam_dtype dtype;         /* float tensors and scales/biases: F32, F16 or BF16; INVALID (the
+                                 default) = config.json torch_dtype, else dtype, else
+                                 text_config.dtype, else BF16 */
+    uint64_t max_shard_bytes; /* 5 << 30, as mlx-lm */
+    int32_t n_threads;        /* quantization threads, <= 0: all cores */
+    loam_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} loam_convert_params;
+
+LOAM_API loam_convert_params loam_convert_params_default(void);
+
+/* Converts the Hugging Face model directory src_dir (F32/F16/BF16 safetensors, sharded or not,
+ * see loam_modeldir_open) into an mlx-lm quantized directory dst_dir, as `mlx_lm.convert -q`
+ * does (FORMATS.md §2): float tensors are cast to params->dtype; every 2-D floating
+ * "*.weight" (the Linear and Embedding weights of every architecture loam loads; norms are
+ * 1-D) whose last dimension is a multiple of group_size becomes P.weight (U32), P.scales and
+ * P.biases, quantized exactly as MLX's CPU kernel (loam_quantize) after the cast; everything
+ * else stays float; lm_head.weight is dropped when config.json ties the embeddings, as are
+ * rotary inv_freq buffers. Shards of at most max_shard_bytes ("model.safetensors" or
+ * "model-0000i-of-0000n.safetensors", metadata {"format": "mlx"}), an index with total_size
+ * and total_parameters, config.json with "quantization" and "quantization_config"
+ * {group_size, bits, mode: "affine"} and sorted keys, and the tokenizer, chat template,
+ * generation_config.json and *.py files copied. Peak memory is about one output tensor: the
+ * source stays mapped and every output tensor is produced while it is written.
+ * dst_dir is created; if it exists it must be empty. params may be NULL for the defaults.
+ * Errors: LOAM_E_INVAL (bad params, dst not empty), LOAM_E_UNSUPPORTED (source already
+ * quantized), LOAM_E_FORMAT / LOAM_E_IO naming the file or tensor, LOAM_E_CANCELLED.
+ * Files already written are left in dst_dir on failure (each file itself is whole). */
+LOAM_API loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
+                                           const loam_convert_params *params, loam_err *err);
+
+/* Parameters of loam_synth, filled by loam_synth_params_default(). */
+typedef struct loam_synth_params {
+    int32_t bits;             /* 4; 0 writes an unquantized bf16 Hugging Face checkpoint */
+    int32_t group_size;       /* 64 */
+    uint64_t seed;            /* 1; the same seed gives the same bytes */
+    uint64_t max_shard_bytes; /* 5 << 30 */
+    loam_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} loam_synth_params;
+
+LOAM_API loam_synth_params loam_synth_params_default(void);
+
+/* Names of the synth presets: "tiny", "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b",
+ * "qwen3-14b", "llama3-8b" for i = 0, 1, ...; NULL past the end. Static strings. */
+LOAM_API const char *loam_synth_preset(size_t i);
+
+/* Writes dst_dir (created; must be empty if it exists): a model directory with the exact
+ * config.json, tensor names, shapes and dtypes of the preset's real model, quantized with
+ * params->bits / group_size and bf16 scales as mlx-lm would store it, holding random weights:
+ * random packed words, scales of a plausible size and either sign with the bias at −s·(7 or 8),
+ * so dequantized weights are centred on 0 (never NaN, no all-zero groups), norms near 1.
+ * Nothing is quantized from floats, so an 8B preset is written at disk speed. No tokenizer or
+ * generation files are written. "tiny" is a 2-layer Qwen3 (hidden 128) for tests. With
+ * params->bits == 0 the weights are bf16 floats (N(0, 0.02)-like) in a Hugging Face layout
+ * (no quantization keys, shard metadata {"format": "pt"}), the input loam_convert_quantize
+ * takes.
+ * Errors: LOAM_E_NOTFOUND (unknown preset), LOAM_E_INVAL, LOAM_E_IO, LOAM_E_CANCELLED. */
+LOAM_API loam_status loam_synth(const char *preset, const char *dst_dir,
+                                const loam_synth_params *params, loam_err *err);
+
 // ---- tokenizer (issue 4) ----------------------------------------------------------------------
 
 /* A Hugging Face tokenizer.json tokenizer: the BPE model (byte-level as in Qwen and Llama 3, or

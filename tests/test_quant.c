@@ -15,7 +15,8 @@
  *       relative L2 error on Gaussian data ≤ 1e-2 (expected ~0.5%, see check_l2).
  *     float paths (dense, generic widths): summation order only, |Δy| ≤ (k+64)·2^-24·Σ|w·x|
  *       (the classic γ_k worst case for both sums).
- * - The MLX fixtures of tests/data/quant (a numpy port of MLX's quantizer) when present.
+ * - The MLX fixtures are checked by test_quant_fixtures.c (it needs the safetensors reader,
+ *   which this file does without so that it cross-builds for aarch64 alone).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cpu/kernels.h"
