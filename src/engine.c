@@ -130,12 +130,13 @@ static void finish_with(loam_engine *e, request *r, loam_finish why, const char 
     loam_request_result res;
     memset(&res, 0, sizeof res);
     res.finish = why;
+    res.text = ""; /* never NULL, even when empty */
     const char *held = NULL;
     size_t held_len = 0;
     if ((why == LOAM_FINISH_LENGTH || why == LOAM_FINISH_STOP) && r->stops)
         loam_stop_matcher_finish(r->stops, &held, &held_len);
     if (pre_len == 0) {
-        res.text = held;
+        if (held) res.text = held;
         res.text_len = held_len;
     } else if (pre_len + held_len <= e->tail_cap) {
         memmove(e->tail, pre, pre_len);

@@ -63,6 +63,7 @@ static void gen_on_done(void *user, const loam_request_result *res) {
     pthread_mutex_lock(&g->mu);
     if (res->text_len > 0 && !append(g, r->index, res->text, res->text_len)) g->oom = true;
     loam_completion *c = &g->out[r->index];
+    if (!c->text && !append(g, r->index, "", 0)) g->oom = true; /* "" for an empty completion */
     c->finish = res->finish;
     c->n_tokens = res->completion_tokens;
     g->prompt_tokens = res->prompt_tokens;
