@@ -318,8 +318,18 @@ static int str_cmp(jinja_value a, jinja_value b) {
     return a.u.s.n < b.u.s.n ? -1 : a.u.s.n > b.u.s.n ? 1 : 0;
 }
 
-bool loam__jinja_equal(jinja_value a, jinja_value b) {
+/* Containers nested deeper than this compare unequal / unordered and print as "...", instead of
+ * recursing without bound (Python raises RecursionError near the same depth). Templates can
+ * build such values with a namespace in a loop; JSON input is limited to 512 levels. */
+#define VALUE_DEPTH_MAX 1000
+
+static bool equal_d(jinja_value a, jinja_value b, int depth);
+
+bool loam__jinja_equal(jinja_value a, jinja_value b) { return equal_d(a, b, 0); }
+
+static bool equal_d(jinja_value a, jinja_value b, int depth) {
     if (is_num(a) && is_num(b)) return num_cmp(a, b) == 0;
+    if (depth > VALUE_DEPTH_MAX) return false;
     if (a.type != b.type) return false;
     switch ((jinja_type)a.type) {
     case JV_UNDEF:
@@ -327,14 +337,16 @@ bool loam__jinja_equal(jinja_value a, jinja_value b) {
     case JV_STR: return a.u.s.n == b.u.s.n && (a.u.s.n == 0 || !memcmp(a.u.s.p, b.u.s.p, a.u.s.n));
     case JV_LIST:
         if ((a.flags & JF_TUPLE) != (b.flags & JF_TUPLE) || a.u.l->n != b.u.l->n) return false;
+        if (a.u.l == b.u.l) return true; /* Python compares identical objects equal first */
         for (size_t i = 0; i < a.u.l->n; i++)
-            if (!loam__jinja_equal(a.u.l->v[i], b.u.l->v[i])) return false;
+            if (!equal_d(a.u.l->v[i], b.u.l->v[i], depth + 1)) return false;
         return true;
     case JV_DICT:
         if (a.u.d->n != b.u.d->n) return false;
+        if (a.u.d == b.u.d) return true;
         for (size_t i = 0; i < a.u.d->n; i++) {
             int64_t j = loam__jinja_dict_find(b.u.d, a.u.d->keys[i]);
-            if (j < 0 || !loam__jinja_equal(a.u.d->vals[i], b.u.d->vals[j])) return false;
+            if (j < 0 || !equal_d(a.u.d->vals[i], b.u.d->vals[j], depth + 1)) return false;
         }
         return true;
     case JV_NS: return a.u.d == b.u.d;
@@ -345,7 +357,12 @@ bool loam__jinja_equal(jinja_value a, jinja_value b) {
     }
 }
 
-int loam__jinja_less(jinja_value a, jinja_value b, bool *lt) {
+static int less_d(jinja_value a, jinja_value b, bool *lt, int depth);
+
+int loam__jinja_less(jinja_value a, jinja_value b, bool *lt) { return less_d(a, b, lt, 0); }
+
+static int less_d(jinja_value a, jinja_value b, bool *lt, int depth) {
+    if (depth > VALUE_DEPTH_MAX) return -1;
     if (is_num(a) && is_num(b)) {
         *lt = num_cmp(a, b) == -1;
         return 0;
@@ -357,8 +374,8 @@ int loam__jinja_less(jinja_value a, jinja_value b, bool *lt) {
     if (a.type == JV_LIST && b.type == JV_LIST && (a.flags & JF_TUPLE) == (b.flags & JF_TUPLE)) {
         size_t n = a.u.l->n < b.u.l->n ? a.u.l->n : b.u.l->n;
         for (size_t i = 0; i < n; i++) {
-            if (loam__jinja_equal(a.u.l->v[i], b.u.l->v[i])) continue;
-            return loam__jinja_less(a.u.l->v[i], b.u.l->v[i], lt);
+            if (equal_d(a.u.l->v[i], b.u.l->v[i], depth + 1)) continue;
+            return less_d(a.u.l->v[i], b.u.l->v[i], lt, depth + 1);
         }
         *lt = a.u.l->n < b.u.l->n;
         return 0;
@@ -569,7 +586,11 @@ static void str_repr(jinja_buf *b, const char *s, size_t n) {
     loam__jinja_buf_putc(b, q);
 }
 
-static void str_or_repr(jinja_buf *b, jinja_value v, bool repr) {
+static void str_or_repr(jinja_buf *b, jinja_value v, bool repr, int depth) {
+    if (depth > VALUE_DEPTH_MAX && (v.type == JV_LIST || v.type == JV_DICT || v.type == JV_NS)) {
+        loam__jinja_buf_put(b, "...", 3);
+        return;
+    }
     switch ((jinja_type)v.type) {
     case JV_UNDEF:
         if (repr) loam__jinja_buf_put(b, "Undefined", 9);
@@ -587,7 +608,7 @@ static void str_or_repr(jinja_buf *b, jinja_value v, bool repr) {
         loam__jinja_buf_putc(b, tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i) loam__jinja_buf_put(b, ", ", 2);
-            str_or_repr(b, v.u.l->v[i], true);
+            str_or_repr(b, v.u.l->v[i], true, depth + 1);
         }
         if (tuple && v.u.l->n == 1) loam__jinja_buf_putc(b, ',');
         loam__jinja_buf_putc(b, tuple ? ')' : ']');
@@ -599,9 +620,9 @@ static void str_or_repr(jinja_buf *b, jinja_value v, bool repr) {
         loam__jinja_buf_putc(b, '{');
         for (size_t i = 0; i < v.u.d->n; i++) {
             if (i) loam__jinja_buf_put(b, ", ", 2);
-            str_or_repr(b, v.u.d->keys[i], true);
+            str_or_repr(b, v.u.d->keys[i], true, depth + 1);
             loam__jinja_buf_put(b, ": ", 2);
-            str_or_repr(b, v.u.d->vals[i], true);
+            str_or_repr(b, v.u.d->vals[i], true, depth + 1);
         }
         loam__jinja_buf_putc(b, '}');
         if (v.type == JV_NS) loam__jinja_buf_putc(b, '>');
@@ -613,8 +634,8 @@ static void str_or_repr(jinja_buf *b, jinja_value v, bool repr) {
     }
 }
 
-void loam__jinja_str(jinja_buf *b, jinja_value v) { str_or_repr(b, v, false); }
-void loam__jinja_repr(jinja_buf *b, jinja_value v) { str_or_repr(b, v, true); }
+void loam__jinja_str(jinja_buf *b, jinja_value v) { str_or_repr(b, v, false, 0); }
+void loam__jinja_repr(jinja_buf *b, jinja_value v) { str_or_repr(b, v, true, 0); }
 
 jinja_value loam__jinja_to_str(jinja_arena *a, jinja_value v, bool *oom) {
     *oom = false;

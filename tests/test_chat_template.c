@@ -213,6 +213,23 @@ static void test_bounds(void) {
                  NULL, LOAM_E_TEMPLATE, "memory limit");
     EXPECT_ERROR("{{ 'x' * 10000000000 }}", NULL, LOAM_E_TEMPLATE, "too large");
     EXPECT_ERROR("{% for i in range(1000000) %}{% endfor %}", NULL, LOAM_E_TEMPLATE, "MAX_RANGE");
+    /* values nested 100,000 deep (built in a loop) print, compare and serialise without
+     * recursing without bound */
+    EXPECT_RENDER("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+                  "{{ (ns.x | string)[:5] }}{{ ns.x == ns.x }}{{ ns.x in [ns.x] }}{{ ns.x == [ns.x] }}",
+                  NULL, "[[[[[TrueTrueFalse");
+    EXPECT_ERROR("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}",
+                 NULL, LOAM_E_TEMPLATE, "nesting too deep");
+    EXPECT_ERROR("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ [ns.x, [ns.x]] | sort }}",
+                 NULL, LOAM_E_TEMPLATE, "not supported");
+    /* macro recursion at the call limit, each level deep in expressions and loops */
+    char rec[4096];
+    size_t rk = (size_t)snprintf(rec, sizeof rec, "{%% macro m(n) %%}{%% for i in [1] %%}{%% if n > 0 %%}{{ ");
+    for (int i = 0; i < 150; i++) rec[rk++] = '(';
+    rk += (size_t)snprintf(rec + rk, sizeof rec - rk, "m(n - 1)");
+    for (int i = 0; i < 150; i++) rec[rk++] = ')';
+    snprintf(rec + rk, sizeof rec - rk, " }}{%% endif %%}{%% endfor %%}{%% endmacro %%}{{ m(100) }}");
+    EXPECT_ERROR(rec, NULL, LOAM_E_TEMPLATE, "nest");
     /* deep nesting in the source is a syntax error, not a stack overflow */
     char deep[5000];
     size_t k = 0;
