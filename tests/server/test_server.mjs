@@ -252,7 +252,9 @@ try {
 // ---- queue full: one slot, no queue -> 429 with Retry-After --------------------------------
 const q = await startServer(['--parallel', '1', '--max-queue', '0']);
 try {
-  const first = post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 60, temperature: 1 });
+  // the first request holds the only slot for a while: end-of-sequence ids banned, many tokens
+  const first = post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 3000, temperature: 1,
+                                                  logit_bias: { 257: -100, 258: -100 } });
   await sleep(150);
   const second = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
   check('queue full 429', isOpenAIError(second, 429) && second.headers.get('retry-after') !== null, second.text.slice(0, 200));
