@@ -416,11 +416,11 @@ LOAM_API int32_t loam_tok_eos_id(const loam_tokenizer *tok);
 LOAM_API int32_t loam_tok_pad_id(const loam_tokenizer *tok);
 
 /* Streaming detokenizer: turns ids arriving one at a time into text chunks that never split a
- * UTF-8 character. A chunk is held back while the text so far ends in an incomplete sequence
- * (shown as U+FFFD) and released when the next tokens complete it; flush releases the rest.
- * The concatenated chunks equal loam_tok_decode of all ids (the one exception: a stretch of 64
- * tokens that never completes a character is released as it stands). Each stream belongs to
- * one thread; streams of one tokenizer are independent. */
+ * UTF-8 character. Text that later tokens may still change (an incomplete UTF-8 sequence, a
+ * run of <0xXX> byte-fallback tokens) is held back and released when it is settled; flush
+ * releases the rest. The concatenated chunks always equal loam_tok_decode of all ids. Each
+ * stream belongs to one thread; streams of one tokenizer are independent. Cost per push: the
+ * token's length for ByteLevel decoders, else a decode of the ids since the last release. */
 typedef struct loam_tok_stream loam_tok_stream;
 
 /* tok is borrowed and must outlive the stream. */

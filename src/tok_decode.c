@@ -20,19 +20,23 @@
  *   BPEDecoder   the end-of-word suffix becomes " " (nothing in the last string).
  * The result is always valid UTF-8.
  *
- * Streaming (HF DecodeStream, plus flush): the stream keeps the ids since the last emission
- * point; each push decodes that window and emits what lies beyond the text already emitted
- * from it, unless the window's text is no longer than before or ends in U+FFFD (an incomplete
- * UTF-8 sequence waits for the bytes of the next tokens). After an emission the window keeps
- * the ids that produced the emitted chunk, so the next token is decoded in context (a Metaspace
- * token is never treated as the first one again). Flush emits what is held back and resets the
- * stream. Concatenating every chunk gives decode() of all ids, except in one degenerate case: a
- * window that stays unfinished for LOAM__TOK_STREAM_HOLD tokens is emitted as it stands (junk
- * bytes never grow into a character), so a character completed after that is split.
+ * Streaming. Two ways, both giving exactly decode() of all ids when the chunks are joined:
+ *  - The decoder is ByteLevel alone (Qwen, Llama 3, GPT-2): the text is lossy(bytes of all
+ *    tokens), so the stream keeps only the raw bytes not yet released. Each push appends the
+ *    token's bytes and releases everything but a trailing incomplete UTF-8 sequence (at most 3
+ *    bytes that a later token may complete); invalid bytes are released at once as U+FFFD, exactly
+ *    where decode() puts them. O(token length) per push.
+ *  - Any other decoder: Hugging Face's DecodeStream. The stream keeps the ids since the last
+ *    emission point, decodes that window on each push and releases what lies beyond the text
+ *    already released from it, unless the text did not grow, or ends in U+FFFD, or (with a
+ *    ByteFallback decoder) the last token is a <0xXX> byte token, whose group of bytes may still
+ *    turn into U+FFFDs. After a release the window keeps the ids of the released chunk as
+ *    context, so the next token is decoded in place (a Metaspace token is never "first" again).
+ *    A run of byte tokens is held until it ends, however long.
+ * Flush releases whatever is held and resets the stream.
  */
 #include "tokenizer.h"
 
-#define LOAM__TOK_STREAM_HOLD 64
 
 typedef struct slist { /* strings in buf, each a (start, end) span */
     loam__tok_bytes buf;
@@ -103,6 +107,25 @@ static int byte_token(const char *s, size_t n) {
     return h >= 0 && l >= 0 ? h * 16 + l : -1;
 }
 
+/* Appends the bytes of one ByteLevel token: its characters mapped back to bytes when all are in
+ * the byte-level alphabet, else its own UTF-8. */
+static loam_status byte_level_bytes(const char *s, size_t len, loam__tok_bytes *out) {
+    size_t k = 0, mark = out->len;
+    while (k < len) {
+        size_t adv;
+        uint32_t cp = loam__utf8_decode(s + k, len - k, &adv);
+        int b = cp < 512 ? loam__tok_char_byte(cp) : -1;
+        if (b < 0) {
+            out->len = mark;
+            return loam__tok_bytes_put(out, s, len);
+        }
+        char byte = (char)b;
+        if (loam__tok_bytes_put(out, &byte, 1)) return LOAM_E_NOMEM;
+        k += adv;
+    }
+    return LOAM_OK;
+}
+
 static loam_status flush_bytes(dctx *d, slist *out) {
     if (d->tmp.len == 0) return LOAM_OK;
     loam_status st = LOAM_OK;
@@ -120,27 +143,8 @@ static loam_status dec_step(dctx *d, const loam__tok_dec *dec, const slist *in, 
     switch (dec->kind) {
     case LOAM__TOK_DEC_BYTE_LEVEL: {
         d->tmp.len = 0;
-        for (size_t i = 0; i < n; i++) {
-            const char *s = STR(in, i);
-            size_t len = LEN(in, i), k = 0, mark = d->tmp.len;
-            int all = 1;
-            while (k < len) {
-                size_t adv;
-                uint32_t cp = loam__utf8_decode(s + k, len - k, &adv);
-                int b = cp < 512 ? loam__tok_char_byte(cp) : -1;
-                if (b < 0) {
-                    all = 0;
-                    break;
-                }
-                char byte = (char)b;
-                if (loam__tok_bytes_put(&d->tmp, &byte, 1)) return LOAM_E_NOMEM;
-                k += adv;
-            }
-            if (!all) {
-                d->tmp.len = mark;
-                if (loam__tok_bytes_put(&d->tmp, s, len)) return LOAM_E_NOMEM;
-            }
-        }
+        for (size_t i = 0; i < n; i++)
+            if (byte_level_bytes(STR(in, i), LEN(in, i), &d->tmp)) return LOAM_E_NOMEM;
         if (loam__utf8_lossy(&out->buf, d->tmp.p ? d->tmp.p : "", d->tmp.len)) return LOAM_E_NOMEM;
         d->tmp.len = 0;
         return slist_close(out, 0);
@@ -307,11 +311,14 @@ loam_status loam_tok_decode(const loam_tokenizer *tok, const int32_t *ids, size_
 struct loam_tok_stream {
     const loam_tokenizer *tok;
     int skip;
+    int byte_level;         /* the decoder is ByteLevel alone: raw-byte streaming */
+    int byte_fallback;      /* the decoder chain has ByteFallback */
     dctx d;
-    loam__tok_ids ids;     /* the window */
-    size_t prefix_index;   /* ids[0, prefix_index) produced the text in prefix */
-    loam__tok_bytes prefix; /* decode of the window at the last emission */
+    loam__tok_ids ids;      /* window (HF path) */
+    size_t prefix_index;    /* HF prefix_index */
+    loam__tok_bytes prefix; /* decode of the window at the last release (HF path) */
     loam__tok_bytes cur;
+    loam__tok_bytes pending; /* bytes not yet released (byte-level path) */
     loam__tok_bytes out;
 };
 
@@ -325,6 +332,9 @@ loam_status loam_tok_stream_new(const loam_tokenizer *tok, bool skip_special,
     if (!s) return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
     s->tok = tok;
     s->skip = skip_special;
+    s->byte_level = tok->has_decoder && tok->n_decs == 1 && tok->decs[0].kind == LOAM__TOK_DEC_BYTE_LEVEL;
+    for (size_t i = 0; i < tok->n_decs; i++)
+        if (tok->decs[i].kind == LOAM__TOK_DEC_BYTE_FALLBACK) s->byte_fallback = 1;
     loam_status st = dctx_init(tok, &s->d, err);
     if (st) {
         dctx_free(&s->d);
@@ -341,6 +351,7 @@ void loam_tok_stream_free(loam_tok_stream *s) {
     loam__free(s->ids.p);
     loam__free(s->prefix.p);
     loam__free(s->cur.p);
+    loam__free(s->pending.p);
     loam__free(s->out.p);
     loam__free(s);
 }
@@ -349,7 +360,34 @@ static int ends_with_fffd(const loam__tok_bytes *b) {
     return b->len >= 3 && memcmp(b->p + b->len - 3, k_fffd, 3) == 0;
 }
 
-/* Emits cur beyond prefix into s->out. */
+/* Start of a trailing incomplete (but so far well-formed) UTF-8 sequence of b[0, n), else n. */
+static size_t incomplete_tail(const unsigned char *b, size_t n) {
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        size_t p = n - k, v;
+        if (b[p] < 0xC2 || b[p] > 0xF4) continue; /* not a lead byte */
+        /* well-formed so far and cut short by the end of the bytes */
+        return loam__utf8_invalid_prefix(b + p, k, &v) == k ? p : n;
+    }
+    return n;
+}
+
+/* Byte-level path: appends the token's bytes and releases all but an incomplete tail. */
+static loam_status push_bytes(loam_tok_stream *s, int32_t id, int final) {
+    const loam_tokenizer *t = s->tok;
+    if (id >= 0 && id < t->n_vocab && t->id_text[id].off != LOAM__TOK_NO_SPAN &&
+        !(s->skip && t->id_special[id]))
+        if (byte_level_bytes(loam__tok_str(t, t->id_text[id]), t->id_text[id].len, &s->pending))
+            return LOAM_E_NOMEM;
+    size_t n = s->pending.len;
+    size_t cut = final ? n : incomplete_tail((const unsigned char *)s->pending.p, n);
+    if (cut == 0) return LOAM_OK;
+    if (loam__utf8_lossy(&s->out, s->pending.p, cut)) return LOAM_E_NOMEM;
+    memmove(s->pending.p, s->pending.p + cut, n - cut);
+    s->pending.len = n - cut;
+    return LOAM_OK;
+}
+
+/* HF path: releases cur beyond prefix. */
 static loam_status emit(loam_tok_stream *s, loam_err *err) {
     if (s->prefix.len && memcmp(s->cur.p, s->prefix.p, s->prefix.len) != 0)
         return loam__fail(err, LOAM_E_INVAL,
@@ -357,6 +395,17 @@ static loam_status emit(loam_tok_stream *s, loam_err *err) {
     if (loam__tok_bytes_put(&s->out, s->cur.p + s->prefix.len, s->cur.len - s->prefix.len))
         return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
     return LOAM_OK;
+}
+
+static int is_byte_token(const loam_tokenizer *t, int32_t id) {
+    if (id < 0 || id >= t->n_vocab || t->id_text[id].off == LOAM__TOK_NO_SPAN) return 0;
+    return byte_token(loam__tok_str(t, t->id_text[id]), t->id_text[id].len) >= 0;
+}
+
+static void set_text(loam_tok_stream *s, const char **text, size_t *len) {
+    if (loam__tok_bytes_reserve(&s->out, 0) == LOAM_OK) s->out.p[s->out.len] = '\0';
+    *text = s->out.len ? s->out.p : "";
+    *len = s->out.len;
 }
 
 loam_status loam_tok_stream_push(loam_tok_stream *s, int32_t id, const char **text, size_t *len,
@@ -367,12 +416,18 @@ loam_status loam_tok_stream_push(loam_tok_stream *s, int32_t id, const char **te
     *len = 0;
     s->d.enc.err = err;
     s->out.len = 0;
+    loam_status st;
+    if (s->byte_level) {
+        if (push_bytes(s, id, 0)) return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
+        set_text(s, text, len);
+        return LOAM_OK;
+    }
+    const loam_tokenizer *t = s->tok;
     if (loam__tok_ids_push(&s->ids, id)) return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
     s->cur.len = 0;
-    loam_status st = dctx_decode(&s->d, s->ids.p, s->ids.len, s->skip, &s->cur);
-    if (st) return st;
-    int held = s->ids.len - s->prefix_index >= LOAM__TOK_STREAM_HOLD;
-    if (s->cur.len <= s->prefix.len || (ends_with_fffd(&s->cur) && !held)) return LOAM_OK;
+    if ((st = dctx_decode(&s->d, s->ids.p, s->ids.len, s->skip, &s->cur))) return st;
+    int open_group = s->byte_fallback && is_byte_token(t, id) && !(s->skip && t->id_special[id]);
+    if (s->cur.len <= s->prefix.len || ends_with_fffd(&s->cur) || open_group) return LOAM_OK;
     if ((st = emit(s, err))) return st;
     size_t new_index = s->ids.len - s->prefix_index;
     memmove(s->ids.p, s->ids.p + s->prefix_index, new_index * sizeof *s->ids.p);
@@ -380,8 +435,7 @@ loam_status loam_tok_stream_push(loam_tok_stream *s, int32_t id, const char **te
     s->prefix.len = 0;
     if ((st = dctx_decode(&s->d, s->ids.p, s->ids.len, s->skip, &s->prefix))) return st;
     s->prefix_index = new_index;
-    *text = s->out.p;
-    *len = s->out.len;
+    set_text(s, text, len);
     return LOAM_OK;
 }
 
@@ -393,16 +447,19 @@ loam_status loam_tok_stream_flush(loam_tok_stream *s, const char **text, size_t 
     *len = 0;
     s->d.enc.err = err;
     s->out.len = 0;
-    s->cur.len = 0;
-    loam_status st = dctx_decode(&s->d, s->ids.p, s->ids.len, s->skip, &s->cur);
-    if (!st && s->cur.len > s->prefix.len) st = emit(s, err);
-    s->ids.len = 0;
-    s->prefix.len = 0;
-    s->prefix_index = 0;
-    if (st) return st;
-    if (s->out.len) {
-        *text = s->out.p;
-        *len = s->out.len;
+    loam_status st = LOAM_OK;
+    if (s->byte_level) {
+        if (push_bytes(s, -1, 1)) st = loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
+        s->pending.len = 0;
+    } else {
+        s->cur.len = 0;
+        st = dctx_decode(&s->d, s->ids.p, s->ids.len, s->skip, &s->cur);
+        if (!st && s->cur.len > s->prefix.len) st = emit(s, err);
+        s->ids.len = 0;
+        s->prefix.len = 0;
+        s->prefix_index = 0;
     }
+    if (st) return st;
+    set_text(s, text, len);
     return LOAM_OK;
 }
