@@ -49,7 +49,8 @@ static uint64_t hash_bytes(const char *p, size_t n) {
         n -= 8;
     }
     uint64_t v = 0;
-    if (n) memcpy(&v, p, n);
+    if (n)
+        memcpy(&v, p, n);
     h = (h ^ v) * 0x94D049BB133111EBull;
     h ^= h >> 29;
     h *= 0xBF58476D1CE4E5B9ull;
@@ -64,7 +65,8 @@ static uint64_t hash_pair(uint64_t key) {
 
 static size_t table_size(size_t n) { /* power of two, load factor <= 2/3 */
     size_t s = 16;
-    while (s < n + n / 2 + 1) s *= 2;
+    while (s < n + n / 2 + 1)
+        s *= 2;
     return s;
 }
 
@@ -77,8 +79,10 @@ loam_status loam__tok_bpe_init_vocab(loam_tokenizer *tok, size_t n_entries, loam
         return loam__fail(err, LOAM_E_FORMAT, "tokenizer.json: model.vocab is too large");
     b->entries = loam__malloc((n_entries ? n_entries : 1) * sizeof *b->entries);
     b->vslots = loam__malloc(slots * sizeof *b->vslots);
-    if (!b->entries || !b->vslots) return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
-    for (size_t i = 0; i < slots; i++) b->vslots[i] = (loam__tok_vslot){0, -1};
+    if (!b->entries || !b->vslots)
+        return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; i < slots; i++)
+        b->vslots[i] = (loam__tok_vslot){0, -1};
     b->vmask = (uint32_t)(slots - 1);
     b->n_entries = 0;
     return LOAM_OK;
@@ -89,9 +93,11 @@ static loam__tok_vslot *vfind(const loam_tokenizer *tok, const char *s, size_t n
     uint32_t tag = (uint32_t)(h >> 32);
     for (size_t i = h & b->vmask;; i = (i + 1) & b->vmask) {
         loam__tok_vslot *v = &b->vslots[i];
-        if (v->entry < 0) return v;
+        if (v->entry < 0)
+            return v;
         const loam__tok_ventry *e = &b->entries[v->entry];
-        if (v->hash == tag && e->s.len == n && memcmp(tok->pool + e->s.off, s, n) == 0) return v;
+        if (v->hash == tag && e->s.len == n && memcmp(tok->pool + e->s.off, s, n) == 0)
+            return v;
     }
 }
 
@@ -114,7 +120,8 @@ loam_status loam__tok_bpe_add_vocab(loam_tokenizer *tok, loam__tok_span s, int32
 }
 
 int32_t loam__tok_bpe_lookup(const loam_tokenizer *tok, const char *s, size_t n) {
-    if (!tok->bpe.vslots) return -1;
+    if (!tok->bpe.vslots)
+        return -1;
     const loam__tok_vslot *v = vfind(tok, s, n, hash_bytes(s, n));
     return v->entry < 0 ? -1 : tok->bpe.entries[v->entry].id;
 }
@@ -127,8 +134,10 @@ loam_status loam__tok_bpe_init_merges(loam_tokenizer *tok, size_t n_merges, loam
     if (n_merges > UINT32_MAX / 4)
         return loam__fail(err, LOAM_E_FORMAT, "tokenizer.json: model.merges is too large");
     b->mslots = loam__malloc(slots * sizeof *b->mslots);
-    if (!b->mslots) return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
-    for (size_t i = 0; i < slots; i++) b->mslots[i].key = LOAM__TOK_MKEY_EMPTY;
+    if (!b->mslots)
+        return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; i < slots; i++)
+        b->mslots[i].key = LOAM__TOK_MKEY_EMPTY;
     b->mmask = slots - 1;
     b->n_merges = 0;
     return LOAM_OK;
@@ -137,14 +146,16 @@ loam_status loam__tok_bpe_init_merges(loam_tokenizer *tok, size_t n_merges, loam
 static loam__tok_mslot *mfind(const loam__tok_bpe *b, uint64_t key) {
     for (uint64_t i = hash_pair(key) & b->mmask;; i = (i + 1) & b->mmask) {
         loam__tok_mslot *m = &b->mslots[i];
-        if (m->key == key || m->key == LOAM__TOK_MKEY_EMPTY) return m;
+        if (m->key == key || m->key == LOAM__TOK_MKEY_EMPTY)
+            return m;
     }
 }
 
 int loam__tok_bpe_merge_get(const loam__tok_bpe *b, int32_t x, int32_t y, uint32_t *rank,
                             int32_t *new_id) {
     const loam__tok_mslot *m = mfind(b, (uint64_t)(uint32_t)x << 32 | (uint32_t)y);
-    if (m->key == LOAM__TOK_MKEY_EMPTY) return 0;
+    if (m->key == LOAM__TOK_MKEY_EMPTY)
+        return 0;
     *rank = m->rank;
     *new_id = m->new_id;
     return 1;
@@ -155,9 +166,9 @@ loam_status loam__tok_bpe_add_merge(loam_tokenizer *tok, uint32_t rank, const ch
     loam__tok_bpe *bpe = &tok->bpe;
     int32_t ia = loam__tok_bpe_lookup(tok, a, na), ib = loam__tok_bpe_lookup(tok, b, nb);
     if (ia < 0 || ib < 0)
-        return loam__fail(err, LOAM_E_FORMAT,
-                          "tokenizer.json: merge %u: piece '%.*s' is not in the vocab", rank,
-                          (int)(ia < 0 ? (na < 60 ? na : 60) : (nb < 60 ? nb : 60)), ia < 0 ? a : b);
+        return loam__fail(
+            err, LOAM_E_FORMAT, "tokenizer.json: merge %u: piece '%.*s' is not in the vocab", rank,
+            (int)(ia < 0 ? (na < 60 ? na : 60) : (nb < 60 ? nb : 60)), ia < 0 ? a : b);
     /* the merged piece is a + b without b's continuing_subword_prefix (HF slices it off) */
     size_t cut = bpe->prefix.len;
     if (nb < cut)
@@ -167,11 +178,13 @@ loam_status loam__tok_bpe_add_merge(loam_tokenizer *tok, uint32_t rank, const ch
     char small[256];
     size_t nm = na + nb - cut;
     char *buf = nm <= sizeof small ? small : loam__malloc(nm);
-    if (!buf) return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
+    if (!buf)
+        return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
     memcpy(buf, a, na);
     memcpy(buf + na, b + cut, nb - cut);
     int32_t id = loam__tok_bpe_lookup(tok, buf, nm);
-    if (buf != small) loam__free(buf);
+    if (buf != small)
+        loam__free(buf);
     if (id < 0)
         return loam__fail(err, LOAM_E_FORMAT,
                           "tokenizer.json: merge %u: '%.*s' + '%.*s' is not in the vocab", rank,
@@ -180,7 +193,8 @@ loam_status loam__tok_bpe_add_merge(loam_tokenizer *tok, uint32_t rank, const ch
     loam__tok_mslot *m = mfind(bpe, key);
     if (m->key == LOAM__TOK_MKEY_EMPTY) {
         if (bpe->n_merges + 1 > bpe->mmask * 2 / 3)
-            return loam__fail(err, LOAM_E_FORMAT, "tokenizer.json: model.merges grew while loading");
+            return loam__fail(err, LOAM_E_FORMAT,
+                              "tokenizer.json: model.merges grew while loading");
         bpe->n_merges++;
     }
     *m = (loam__tok_mslot){key, rank, id};
@@ -208,7 +222,8 @@ loam_status loam__tok_bpe_finish(loam_tokenizer *tok, loam_err *err) {
             loam__free(s->arena);
             s->slots = NULL;
             s->arena = NULL;
-            for (int j = 0; j < i; j++) pthread_mutex_destroy(&b->shards[j].mu);
+            for (int j = 0; j < i; j++)
+                pthread_mutex_destroy(&b->shards[j].mu);
             for (int j = 0; j < i; j++) {
                 loam__free(b->shards[j].slots);
                 loam__free(b->shards[j].arena);
@@ -244,14 +259,16 @@ static int cache_get(const loam__tok_bpe *b, const char *w, size_t n, uint64_t h
     pthread_mutex_lock(&s->mu);
     for (size_t i = h & (LOAM__TOK_CACHE_SLOTS - 1);; i = (i + 1) & (LOAM__TOK_CACHE_SLOTS - 1)) {
         const loam__tok_cslot *c = &s->slots[i];
-        if (c->key_len == 0) break;
+        if (c->key_len == 0)
+            break;
         if (c->hash == h && c->key_len == n && memcmp(s->arena + c->off, w, n) == 0) {
             const char *ids = s->arena + ((c->off + n + 3) & ~3u);
             hit = 1;
             for (size_t k = 0; k < c->n_ids && hit; k++) {
                 int32_t id;
                 memcpy(&id, ids + 4 * k, 4);
-                if (loam__tok_ids_push(out, id)) hit = -1;
+                if (loam__tok_ids_push(out, id))
+                    hit = -1;
             }
             break;
         }
@@ -273,7 +290,8 @@ static void cache_put(const loam__tok_bpe *b, const char *w, size_t n, uint64_t 
     size_t i = h & (LOAM__TOK_CACHE_SLOTS - 1);
     for (;; i = (i + 1) & (LOAM__TOK_CACHE_SLOTS - 1)) {
         loam__tok_cslot *c = &s->slots[i];
-        if (c->key_len == 0) break;
+        if (c->key_len == 0)
+            break;
         if (c->hash == h && c->key_len == n && memcmp(s->arena + c->off, w, n) == 0) {
             pthread_mutex_unlock(&s->mu); /* another thread got there first */
             return;
@@ -299,7 +317,8 @@ static loam_status heap_push(loam__tok_enc *c, size_t *len, uint32_t rank, size_
     if (*len == c->heap_cap) {
         size_t cap = c->heap_cap ? c->heap_cap * 2 : 64;
         void *p = loam__realloc(c->heap, cap * sizeof(hent));
-        if (!p) return nomem(c);
+        if (!p)
+            return nomem(c);
         c->heap = p;
         c->heap_cap = cap;
     }
@@ -308,7 +327,8 @@ static loam_status heap_push(loam__tok_enc *c, size_t *len, uint32_t rank, size_
     size_t i = (*len)++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (h[parent].key <= e.key) break;
+        if (h[parent].key <= e.key)
+            break;
         h[i] = h[parent];
         i = parent;
     }
@@ -321,13 +341,16 @@ static hent heap_pop(hent *h, size_t *len) {
     size_t n = *len, i = 0;
     for (;;) {
         size_t l = 2 * i + 1;
-        if (l >= n) break;
+        if (l >= n)
+            break;
         size_t m = l + 1 < n && h[l + 1].key < h[l].key ? l + 1 : l;
-        if (h[m].key >= last.key) break;
+        if (h[m].key >= last.key)
+            break;
         h[i] = h[m];
         i = m;
     }
-    if (n) h[i] = last;
+    if (n)
+        h[i] = last;
     return top;
 }
 
@@ -335,14 +358,16 @@ static loam_status sym_add(loam__tok_enc *c, size_t *n, int32_t id) {
     if (*n == c->sym_cap) {
         size_t cap = c->sym_cap ? c->sym_cap * 2 : 64;
         void *p = loam__realloc(c->sym, cap * sizeof(sym));
-        if (!p) return nomem(c);
+        if (!p)
+            return nomem(c);
         c->sym = p;
         c->sym_cap = cap;
     }
     sym *s = c->sym;
     size_t i = (*n)++;
     s[i] = (sym){id, (int32_t)i - 1, -1, 1};
-    if (i > 0) s[i - 1].next = (int32_t)i;
+    if (i > 0)
+        s[i - 1].next = (int32_t)i;
     return LOAM_OK;
 }
 
@@ -359,7 +384,8 @@ static loam_status merge_word(loam__tok_enc *c, const char *w, size_t n, loam__t
     size_t i = 0;
     while (i < n) {
         size_t cl = loam__utf8_len((unsigned char)w[i]);
-        if (cl > n - i) cl = n - i;
+        if (cl > n - i)
+            cl = n - i;
         int first = i == 0, last = i + cl == n;
         const char *s = w + i;
         size_t sl = cl;
@@ -373,7 +399,8 @@ static loam_status merge_word(loam__tok_enc *c, const char *w, size_t n, loam__t
             size_t pl = first ? 0 : b->prefix.len, xl = last ? b->suffix.len : 0;
             sl = pl + cl + xl;
             char *buf = sl <= sizeof small ? small : (heapbuf = loam__malloc(sl));
-            if (!buf) return nomem(c);
+            if (!buf)
+                return nomem(c);
             memcpy(buf, prefix, pl);
             memcpy(buf + pl, w + i, cl);
             memcpy(buf + pl + cl, suffix, xl);
@@ -382,16 +409,20 @@ static loam_status merge_word(loam__tok_enc *c, const char *w, size_t n, loam__t
         }
         loam_status st = LOAM_OK;
         if (id >= 0) {
-            if (unk_id >= 0) st = sym_add(c, &ns, unk_id);
+            if (unk_id >= 0)
+                st = sym_add(c, &ns, unk_id);
             unk_id = -1;
-            if (!st) st = sym_add(c, &ns, id);
+            if (!st)
+                st = sym_add(c, &ns, id);
         } else {
             int done = 0;
             if (b->byte_fallback) {
                 size_t k = 0;
-                while (k < sl && b->byte_ids[(unsigned char)s[k]] >= 0) k++;
+                while (k < sl && b->byte_ids[(unsigned char)s[k]] >= 0)
+                    k++;
                 if (k == sl) {
-                    for (k = 0; k < sl && !st; k++) st = sym_add(c, &ns, b->byte_ids[(unsigned char)s[k]]);
+                    for (k = 0; k < sl && !st; k++)
+                        st = sym_add(c, &ns, b->byte_ids[(unsigned char)s[k]]);
                     done = 1;
                 }
             }
@@ -403,15 +434,18 @@ static loam_status merge_word(loam__tok_enc *c, const char *w, size_t n, loam__t
                                       "tokenizer.json: unk_token '%.60s' is not in the vocab",
                                       loam__tok_str(t, b->unk));
                 }
-                if (unk_id >= 0 && !b->fuse_unk) st = sym_add(c, &ns, unk_id);
+                if (unk_id >= 0 && !b->fuse_unk)
+                    st = sym_add(c, &ns, unk_id);
                 unk_id = u;
             }
         }
         loam__free(heapbuf);
-        if (st) return st;
+        if (st)
+            return st;
         i += cl;
     }
-    if (unk_id >= 0 && sym_add(c, &ns, unk_id)) return nomem(c);
+    if (unk_id >= 0 && sym_add(c, &ns, unk_id))
+        return nomem(c);
 
     sym *sy = c->sym;
     size_t hl = 0;
@@ -419,19 +453,22 @@ static loam_status merge_word(loam__tok_enc *c, const char *w, size_t n, loam__t
     int32_t nid;
     for (size_t k = 0; k + 1 < ns; k++)
         if (loam__tok_bpe_merge_get(b, sy[k].id, sy[k + 1].id, &rank, &nid))
-            if (heap_push(c, &hl, rank, k, nid)) return nomem(c);
+            if (heap_push(c, &hl, rank, k, nid))
+                return nomem(c);
     while (hl > 0) {
         hent top = heap_pop(c->heap, &hl);
         size_t pos = (size_t)(uint32_t)top.key;
         sy = c->sym;
-        if (!sy[pos].alive || sy[pos].next < 0) continue;
+        if (!sy[pos].alive || sy[pos].next < 0)
+            continue;
         size_t nx = (size_t)sy[pos].next;
         if (!loam__tok_bpe_merge_get(b, sy[pos].id, sy[nx].id, &rank, &nid) || nid != top.new_id)
             continue;
         sy[pos].id = top.new_id;
         sy[pos].next = sy[nx].next;
         sy[nx].alive = 0;
-        if (sy[nx].next >= 0) sy[sy[nx].next].prev = (int32_t)pos;
+        if (sy[nx].next >= 0)
+            sy[sy[nx].next].prev = (int32_t)pos;
         if (sy[pos].prev >= 0) {
             size_t pv = (size_t)sy[pos].prev;
             if (loam__tok_bpe_merge_get(b, sy[pv].id, sy[pos].id, &rank, &nid) &&
@@ -447,32 +484,40 @@ static loam_status merge_word(loam__tok_enc *c, const char *w, size_t n, loam__t
     }
     sy = c->sym;
     for (size_t k = 0; k < ns; k++)
-        if (sy[k].alive && loam__tok_ids_push(out, sy[k].id)) return nomem(c);
+        if (sy[k].alive && loam__tok_ids_push(out, sy[k].id))
+            return nomem(c);
     return LOAM_OK;
 }
 
 loam_status loam__tok_bpe_word(loam__tok_enc *c, const char *w, size_t n) {
     const loam_tokenizer *t = c->tok;
     const loam__tok_bpe *b = &t->bpe;
-    if (n == 0) return LOAM_OK;
+    if (n == 0)
+        return LOAM_OK;
     if (b->ignore_merges) {
         int32_t id = loam__tok_bpe_lookup(t, w, n);
-        if (id >= 0) return loam__tok_ids_push(&c->out, id) ? nomem(c) : LOAM_OK;
+        if (id >= 0)
+            return loam__tok_ids_push(&c->out, id) ? nomem(c) : LOAM_OK;
     }
     int cacheable = n <= LOAM__TOK_CACHE_MAX_WORD && b->cache_ready;
     uint64_t h = 0;
     if (cacheable) {
         h = hash_bytes(w, n);
         int hit = cache_get(b, w, n, h, &c->out);
-        if (hit < 0) return nomem(c);
-        if (hit) return LOAM_OK;
+        if (hit < 0)
+            return nomem(c);
+        if (hit)
+            return LOAM_OK;
     }
     c->word_ids.len = 0;
     loam_status st = merge_word(c, w, n, &c->word_ids);
-    if (st) return st;
-    if (cacheable) cache_put(b, w, n, h, c->word_ids.p, c->word_ids.len);
+    if (st)
+        return st;
+    if (cacheable)
+        cache_put(b, w, n, h, c->word_ids.p, c->word_ids.len);
     for (size_t k = 0; k < c->word_ids.len; k++)
-        if (loam__tok_ids_push(&c->out, c->word_ids.p[k])) return nomem(c);
+        if (loam__tok_ids_push(&c->out, c->word_ids.p[k]))
+            return nomem(c);
     return LOAM_OK;
 }
 

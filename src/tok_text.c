@@ -39,27 +39,33 @@
 // ---- growable buffers ---------------------------------------------------------------------------
 
 static loam_status grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return LOAM_OK;
+    if (need <= *cap)
+        return LOAM_OK;
     size_t n = *cap ? *cap : 64;
     while (n < need) {
-        if (n > SIZE_MAX / 2 / elem) return LOAM_E_NOMEM;
+        if (n > SIZE_MAX / 2 / elem)
+            return LOAM_E_NOMEM;
         n *= 2;
     }
     void *q = loam__realloc(*p, n * elem);
-    if (!q) return LOAM_E_NOMEM;
+    if (!q)
+        return LOAM_E_NOMEM;
     *p = q;
     *cap = n;
     return LOAM_OK;
 }
 
 loam_status loam__tok_bytes_reserve(loam__tok_bytes *b, size_t extra) {
-    if (extra > SIZE_MAX - b->len - 1) return LOAM_E_NOMEM;
+    if (extra > SIZE_MAX - b->len - 1)
+        return LOAM_E_NOMEM;
     return grow((void **)&b->p, &b->cap, b->len + extra + 1, 1);
 }
 
 loam_status loam__tok_bytes_put(loam__tok_bytes *b, const void *src, size_t n) {
-    if (loam__tok_bytes_reserve(b, n)) return LOAM_E_NOMEM;
-    if (n) memcpy(b->p + b->len, src, n);
+    if (loam__tok_bytes_reserve(b, n))
+        return LOAM_E_NOMEM;
+    if (n)
+        memcpy(b->p + b->len, src, n);
     b->len += n;
     b->p[b->len] = '\0';
     return LOAM_OK;
@@ -88,11 +94,16 @@ static loam_status nomem(loam__tok_enc *c) {
 uint32_t loam__utf8_decode(const char *s, size_t n, size_t *adv) {
     const unsigned char *u = (const unsigned char *)s;
     size_t l = loam__utf8_len(u[0]);
-    if (l > n) l = 1;
+    if (l > n)
+        l = 1;
     uint32_t cp;
     switch (l) {
-    case 1: cp = u[0]; break;
-    case 2: cp = ((uint32_t)(u[0] & 0x1F) << 6) | (u[1] & 0x3Fu); break;
+    case 1:
+        cp = u[0];
+        break;
+    case 2:
+        cp = ((uint32_t)(u[0] & 0x1F) << 6) | (u[1] & 0x3Fu);
+        break;
     case 3:
         cp = ((uint32_t)(u[0] & 0x0F) << 12) | ((uint32_t)(u[1] & 0x3F) << 6) | (u[2] & 0x3Fu);
         break;
@@ -157,10 +168,12 @@ size_t loam__utf8_invalid_prefix(const unsigned char *s, size_t n, size_t *valid
         return 1;
     }
     for (size_t i = 1; i < need; i++) {
-        if (i >= n) return i;
+        if (i >= n)
+            return i;
         unsigned char c = s[i];
         unsigned char l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
-        if (c < l || c > h) return i;
+        if (c < l || c > h)
+            return i;
     }
     *valid_len = need;
     return 0;
@@ -168,7 +181,8 @@ size_t loam__utf8_invalid_prefix(const unsigned char *s, size_t n, size_t *valid
 
 loam_status loam__utf8_lossy(loam__tok_bytes *out, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
-    if (loam__tok_bytes_reserve(out, n)) return LOAM_E_NOMEM;
+    if (loam__tok_bytes_reserve(out, n))
+        return LOAM_E_NOMEM;
     size_t i = 0, run = 0; /* valid bytes not yet copied start at run */
     while (i < n) {
         if (u[i] < 0x80) {
@@ -180,8 +194,10 @@ loam_status loam__utf8_lossy(loam__tok_bytes *out, const char *s, size_t n) {
             i += v;
             continue;
         }
-        if (loam__tok_bytes_put(out, s + run, i - run)) return LOAM_E_NOMEM;
-        if (loam__tok_bytes_put(out, "\xEF\xBF\xBD", 3)) return LOAM_E_NOMEM;
+        if (loam__tok_bytes_put(out, s + run, i - run))
+            return LOAM_E_NOMEM;
+        if (loam__tok_bytes_put(out, "\xEF\xBF\xBD", 3))
+            return LOAM_E_NOMEM;
         i += bad;
         run = i;
     }
@@ -192,16 +208,26 @@ loam_status loam__utf8_lossy(loam__tok_bytes *out, const char *s, size_t n) {
 
 /* Unicode White_Space (Rust char::is_whitespace, regex \s, Oniguruma \s). */
 int loam__tok_is_white_space(uint32_t cp) {
-    if (cp < 0x80) return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20;
+    if (cp < 0x80)
+        return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20;
     switch (cp) {
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
-    case 0x3000: return 1;
-    default: return cp >= 0x2000 && cp <= 0x200A;
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
+        return 1;
+    default:
+        return cp >= 0x2000 && cp <= 0x200A;
     }
 }
 
 static int is_numeric(uint32_t cp) { /* Rust char::is_numeric: Nd, Nl, No */
-    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    if (cp < 0x80)
+        return cp >= '0' && cp <= '9';
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
@@ -219,16 +245,21 @@ static int is_mark(uint32_t cp) {
     return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
 }
 
-// ---- byte-level alphabet (GPT-2 bytes_to_unicode) -------------------------------------------------
+// ---- byte-level alphabet (GPT-2 bytes_to_unicode)
+// -------------------------------------------------
 
 /* Printable bytes ('!'..'~', 0xA1..0xAC, 0xAE..0xFF) map to themselves; the other 68 bytes map,
  * in increasing order, to U+0100, U+0101, ... */
 uint32_t loam__tok_byte_char(uint8_t b) {
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE) return b;
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE)
+        return b;
     uint32_t n;
-    if (b <= 0x20) n = b;                 /* 0x00..0x20: 33 bytes */
-    else if (b <= 0xA0) n = 33u + (b - 0x7Fu); /* 0x7F..0xA0: 34 bytes */
-    else n = 67;                          /* 0xAD */
+    if (b <= 0x20)
+        n = b; /* 0x00..0x20: 33 bytes */
+    else if (b <= 0xA0)
+        n = 33u + (b - 0x7Fu); /* 0x7F..0xA0: 34 bytes */
+    else
+        n = 67; /* 0xAD */
     return 256 + n;
 }
 
@@ -237,18 +268,23 @@ int loam__tok_char_byte(uint32_t cp) {
         uint8_t b = (uint8_t)cp;
         return loam__tok_byte_char(b) == cp ? (int)cp : -1;
     }
-    if (cp > 256 + 67) return -1;
+    if (cp > 256 + 67)
+        return -1;
     uint32_t n = cp - 256;
-    if (n <= 32) return (int)n;
-    if (n <= 66) return (int)(0x7F + (n - 33));
+    if (n <= 32)
+        return (int)n;
+    if (n <= 66)
+        return (int)(0x7F + (n - 33));
     return 0xAD;
 }
 
 /* Appends the byte-level form of s (each byte -> one character). */
 static loam_status byte_level_map(loam__tok_bytes *out, const char *s, size_t n) {
-    if (loam__tok_bytes_reserve(out, n * 2)) return LOAM_E_NOMEM;
+    if (loam__tok_bytes_reserve(out, n * 2))
+        return LOAM_E_NOMEM;
     char *o = out->p + out->len;
-    for (size_t i = 0; i < n; i++) o += loam__utf8_encode(loam__tok_byte_char((uint8_t)s[i]), o);
+    for (size_t i = 0; i < n; i++)
+        o += loam__utf8_encode(loam__tok_byte_char((uint8_t)s[i]), o);
     out->len = (size_t)(o - out->p);
     out->p[out->len] = '\0';
     return LOAM_OK;
@@ -256,15 +292,18 @@ static loam_status byte_level_map(loam__tok_bytes *out, const char *s, size_t n)
 
 static size_t byte_level_len(const char *s, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += loam__tok_byte_char((uint8_t)s[i]) < 0x80 ? 1 : 2;
+    for (size_t i = 0; i < n; i++)
+        k += loam__tok_byte_char((uint8_t)s[i]) < 0x80 ? 1 : 2;
     return k;
 }
 
 // ---- regexes ----------------------------------------------------------------------------------
 
-#define WS_CLASS "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS_CLASS                                                                                   \
+    "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"  \
+    "\\x{205F}\\x{3000}"
 #define WORD_CLASS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
-#define HEX_CLASS "0-9A-Fa-f"
+#define HEX_CLASS  "0-9A-Fa-f"
 
 /* Rewrites Oniguruma escapes that PCRE2 reads differently (see the file comment). */
 static loam_status translate_regex(const char *p, size_t n, loam__tok_bytes *out) {
@@ -274,7 +313,7 @@ static loam_status translate_regex(const char *p, size_t n, loam__tok_bytes *out
         char ch = p[i];
         if (ch == '\\' && i + 1 < n) {
             char e = p[i + 1];
-            const char *cls = e == 's' || e == 'S' ? WS_CLASS
+            const char *cls = e == 's' || e == 'S'   ? WS_CLASS
                               : e == 'w' || e == 'W' ? WORD_CLASS
                               : e == 'h' || e == 'H' ? HEX_CLASS
                                                      : NULL;
@@ -284,7 +323,8 @@ static loam_status translate_regex(const char *p, size_t n, loam__tok_bytes *out
                     loam__tok_bytes_put(out, cls, strlen(cls)) || loam__tok_bytes_put(out, "]", 1))
                     return LOAM_E_NOMEM;
             } else if (cls && in_class && !neg) {
-                if (loam__tok_bytes_put(out, cls, strlen(cls))) return LOAM_E_NOMEM;
+                if (loam__tok_bytes_put(out, cls, strlen(cls)))
+                    return LOAM_E_NOMEM;
             } else if (loam__tok_bytes_put(out, p + i, 2)) {
                 return LOAM_E_NOMEM;
             }
@@ -294,9 +334,12 @@ static loam_status translate_regex(const char *p, size_t n, loam__tok_bytes *out
         if (!in_class && ch == '[') {
             in_class = 1;
             size_t j = i + 1;
-            if (j < n && p[j] == '^') j++;
-            if (j < n && p[j] == ']') j++; /* a leading ']' is literal */
-            if (loam__tok_bytes_put(out, p + i, j - i)) return LOAM_E_NOMEM;
+            if (j < n && p[j] == '^')
+                j++;
+            if (j < n && p[j] == ']')
+                j++; /* a leading ']' is literal */
+            if (loam__tok_bytes_put(out, p + i, j - i))
+                return LOAM_E_NOMEM;
             i = j;
             continue;
         }
@@ -308,13 +351,16 @@ static loam_status translate_regex(const char *p, size_t n, loam__tok_bytes *out
                     break;
                 }
             if (end) {
-                if (loam__tok_bytes_put(out, p + i, (size_t)(end - (p + i)))) return LOAM_E_NOMEM;
+                if (loam__tok_bytes_put(out, p + i, (size_t)(end - (p + i))))
+                    return LOAM_E_NOMEM;
                 i = (size_t)(end - p);
                 continue;
             }
         }
-        if (in_class && ch == ']') in_class = 0;
-        if (loam__tok_bytes_put(out, p + i, 1)) return LOAM_E_NOMEM;
+        if (in_class && ch == ']')
+            in_class = 0;
+        if (loam__tok_bytes_put(out, p + i, 1))
+            return LOAM_E_NOMEM;
         i++;
     }
     return LOAM_OK;
@@ -352,8 +398,9 @@ loam_status loam__tok_regex_compile(loam_tokenizer *tok, const char *pattern, si
     if (!re) {
         PCRE2_UCHAR msg[120];
         pcre2_get_error_message(ec, msg, sizeof msg);
-        return loam__fail(err, LOAM_E_FORMAT, "tokenizer.json: %s: regex '%.60s' does not compile: %s",
-                          what, pattern, (const char *)msg);
+        return loam__fail(err, LOAM_E_FORMAT,
+                          "tokenizer.json: %s: regex '%.60s' does not compile: %s", what, pattern,
+                          (const char *)msg);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* without JIT the interpreter runs */
     *out = re;
@@ -371,7 +418,8 @@ static loam_status match_at(loam__tok_enc *c, const pcre2_code *re, const char *
         return LOAM_OK;
     }
     if (rc < 0) {
-        if (rc == PCRE2_ERROR_NOMEMORY) return nomem(c);
+        if (rc == PCRE2_ERROR_NOMEMORY)
+            return nomem(c);
         PCRE2_UCHAR msg[120];
         pcre2_get_error_message(rc, msg, sizeof msg);
         return loam__fail(c->err, LOAM_E_RANGE, "tokenizer: regex match failed: %s",
@@ -384,17 +432,21 @@ static loam_status match_at(loam__tok_enc *c, const pcre2_code *re, const char *
 loam_status loam__tok_find_regex(loam__tok_enc *c, const pcre2_code *re, const char *s, size_t n,
                                  loam__tok_matches *m) {
     m->len = 0;
-    if (n == 0) return loam__tok_matches_push(m, 0, 0, 0) ? nomem(c) : LOAM_OK;
+    if (n == 0)
+        return loam__tok_matches_push(m, 0, 0, 0) ? nomem(c) : LOAM_OK;
     size_t prev = 0, last_end = 0;
     int skip_next_empty = 0;
     while (last_end <= n) {
         int found;
         loam_status st = match_at(c, re, s, n, last_end, 0, &found);
-        if (st) return st;
-        if (!found) break;
+        if (st)
+            return st;
+        if (!found)
+            break;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
         size_t ms = ov[0], me = ov[1];
-        if (me < ms) me = ms; /* \K can end a match before it starts */
+        if (me < ms)
+            me = ms; /* \K can end a match before it starts */
         last_end = me;
         if (ms == me) {
             last_end += last_end < n ? loam__utf8_len((unsigned char)s[last_end]) : 1;
@@ -405,11 +457,14 @@ loam_status loam__tok_find_regex(loam__tok_enc *c, const pcre2_code *re, const c
         } else {
             skip_next_empty = 1;
         }
-        if (ms > prev && loam__tok_matches_push(m, prev, ms, 0)) return nomem(c);
-        if (loam__tok_matches_push(m, ms, me, 1)) return nomem(c);
+        if (ms > prev && loam__tok_matches_push(m, prev, ms, 0))
+            return nomem(c);
+        if (loam__tok_matches_push(m, ms, me, 1))
+            return nomem(c);
         prev = me;
     }
-    if (prev < n && loam__tok_matches_push(m, prev, n, 0)) return nomem(c);
+    if (prev < n && loam__tok_matches_push(m, prev, n, 0))
+        return nomem(c);
     return LOAM_OK;
 }
 
@@ -417,10 +472,14 @@ loam_status loam__tok_find_regex(loam__tok_enc *c, const pcre2_code *re, const c
 
 static int pred_test(const loam__tok_pre *p, uint32_t cp) {
     switch (p->pred) {
-    case LOAM__TOK_PRED_NUMERIC: return is_numeric(cp);
-    case LOAM__TOK_PRED_WHITESPACE: return loam__tok_is_white_space(cp);
-    case LOAM__TOK_PRED_PUNCT: return is_punct(cp);
-    case LOAM__TOK_PRED_CHAR: return cp == p->pred_char;
+    case LOAM__TOK_PRED_NUMERIC:
+        return is_numeric(cp);
+    case LOAM__TOK_PRED_WHITESPACE:
+        return loam__tok_is_white_space(cp);
+    case LOAM__TOK_PRED_PUNCT:
+        return is_punct(cp);
+    case LOAM__TOK_PRED_CHAR:
+        return cp == p->pred_char;
     }
     return 0;
 }
@@ -428,19 +487,23 @@ static int pred_test(const loam__tok_pre *p, uint32_t cp) {
 static loam_status find_pred(loam__tok_enc *c, const loam__tok_pre *p, const char *s, size_t n,
                              loam__tok_matches *m) {
     m->len = 0;
-    if (n == 0) return loam__tok_matches_push(m, 0, 0, 0) ? nomem(c) : LOAM_OK;
+    if (n == 0)
+        return loam__tok_matches_push(m, 0, 0, 0) ? nomem(c) : LOAM_OK;
     size_t last = 0, i = 0;
     while (i < n) {
         size_t adv;
         uint32_t cp = loam__utf8_decode(s + i, n - i, &adv);
         if (pred_test(p, cp)) {
-            if (last < i && loam__tok_matches_push(m, last, i, 0)) return nomem(c);
-            if (loam__tok_matches_push(m, i, i + adv, 1)) return nomem(c);
+            if (last < i && loam__tok_matches_push(m, last, i, 0))
+                return nomem(c);
+            if (loam__tok_matches_push(m, i, i + adv, 1))
+                return nomem(c);
             last = i + adv;
         }
         i += adv;
     }
-    if (last < n && loam__tok_matches_push(m, last, n, 0)) return nomem(c);
+    if (last < n && loam__tok_matches_push(m, last, n, 0))
+        return nomem(c);
     return LOAM_OK;
 }
 
@@ -450,12 +513,15 @@ static void apply_behavior(loam__tok_matches *m, loam__tok_behavior b, int inver
     loam__tok_match *p = m->p;
     size_t n = m->len, w = 0;
     if (invert)
-        for (size_t i = 0; i < n; i++) p[i].is_match = !p[i].is_match;
+        for (size_t i = 0; i < n; i++)
+            p[i].is_match = !p[i].is_match;
     switch (b) {
-    case LOAM__TOK_ISOLATED: return;
+    case LOAM__TOK_ISOLATED:
+        return;
     case LOAM__TOK_REMOVED:
         for (size_t i = 0; i < n; i++)
-            if (!p[i].is_match) p[w++] = p[i];
+            if (!p[i].is_match)
+                p[w++] = p[i];
         m->len = w;
         return;
     case LOAM__TOK_CONTIGUOUS:
@@ -464,8 +530,10 @@ static void apply_behavior(loam__tok_matches *m, loam__tok_behavior b, int inver
         for (size_t i = 0; i < n; i++) {
             int is_match = p[i].is_match;
             int merge = b == LOAM__TOK_CONTIGUOUS ? is_match == prev : is_match && !prev;
-            if (merge && w > 0) p[w - 1].end = p[i].end;
-            else p[w++] = p[i];
+            if (merge && w > 0)
+                p[w - 1].end = p[i].end;
+            else
+                p[w++] = p[i];
             prev = is_match;
         }
         m->len = w;
@@ -476,8 +544,10 @@ static void apply_behavior(loam__tok_matches *m, loam__tok_behavior b, int inver
         w = n; /* accumulate from the back: the last kept span is p[w] */
         for (size_t i = n; i-- > 0;) {
             int is_match = p[i].is_match;
-            if (is_match && !prev && w < n) p[w].start = p[i].start;
-            else p[--w] = p[i];
+            if (is_match && !prev && w < n)
+                p[w].start = p[i].start;
+            else
+                p[--w] = p[i];
             prev = is_match;
         }
         memmove(p, p + w, (n - w) * sizeof *p);
@@ -501,7 +571,8 @@ static loam_status norm_unicode(loam__tok_enc *c, loam__tok_norm_kind k, const c
         if (b >= 0x80) {
             ascii = 0;
             size_t adv;
-            if (loam__utf8_decode(s + i, n - i, &adv) >= 0x300) below_300 = 0;
+            if (loam__utf8_decode(s + i, n - i, &adv) >= 0x300)
+                below_300 = 0;
             i += adv - 1;
         }
     }
@@ -509,24 +580,30 @@ static loam_status norm_unicode(loam__tok_enc *c, loam__tok_norm_kind k, const c
     if (ascii || (k == LOAM__TOK_NORM_NFC && below_300))
         return loam__tok_bytes_put(out, s, n) ? nomem(c) : LOAM_OK;
     utf8proc_option_t o = UTF8PROC_STABLE;
-    if (k == LOAM__TOK_NORM_NFC) o |= UTF8PROC_COMPOSE;
-    if (k == LOAM__TOK_NORM_NFD) o |= UTF8PROC_DECOMPOSE;
-    if (k == LOAM__TOK_NORM_NFKC) o |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
-    if (k == LOAM__TOK_NORM_NFKD) o |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+    if (k == LOAM__TOK_NORM_NFC)
+        o |= UTF8PROC_COMPOSE;
+    if (k == LOAM__TOK_NORM_NFD)
+        o |= UTF8PROC_DECOMPOSE;
+    if (k == LOAM__TOK_NORM_NFKC)
+        o |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+    if (k == LOAM__TOK_NORM_NFKD)
+        o |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
     if (n > (size_t)(PTRDIFF_MAX / 64))
         return loam__fail(c->err, LOAM_E_RANGE, "tokenizer: text too long to normalize");
     size_t want = n + 16; /* code points; grows when a decomposition expands */
     for (;;) {
-        if (loam__tok_bytes_reserve(out, want * 4 + 4)) return nomem(c);
+        if (loam__tok_bytes_reserve(out, want * 4 + 4))
+            return nomem(c);
         /* decompose into the free tail of out, aligned for int32 */
         size_t base = (out->len + 3) & ~(size_t)3;
         if (base + want * 4 > out->cap) {
-            if (loam__tok_bytes_reserve(out, want * 4 + 8)) return nomem(c);
+            if (loam__tok_bytes_reserve(out, want * 4 + 8))
+                return nomem(c);
             base = (out->len + 3) & ~(size_t)3;
         }
         utf8proc_int32_t *buf = (utf8proc_int32_t *)(void *)(out->p + base);
-        utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, buf,
-                                                (utf8proc_ssize_t)want, o);
+        utf8proc_ssize_t r = utf8proc_decompose((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n,
+                                                buf, (utf8proc_ssize_t)want, o);
         if (r < 0)
             return loam__fail(c->err, LOAM_E_INVAL, "tokenizer: normalization failed: %s",
                               utf8proc_errmsg(r));
@@ -546,9 +623,9 @@ static loam_status norm_unicode(loam__tok_enc *c, loam__tok_norm_kind k, const c
     }
 }
 
-static loam_status norm_lowercase(loam__tok_enc *c, const char *s, size_t n,
-                                  loam__tok_bytes *out) {
-    if (loam__tok_bytes_reserve(out, n + 8)) return nomem(c);
+static loam_status norm_lowercase(loam__tok_enc *c, const char *s, size_t n, loam__tok_bytes *out) {
+    if (loam__tok_bytes_reserve(out, n + 8))
+        return nomem(c);
     size_t i = 0;
     while (i < n) {
         size_t adv;
@@ -563,7 +640,8 @@ static loam_status norm_lowercase(loam__tok_enc *c, const char *s, size_t n,
                                     : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
             k = loam__utf8_encode(lo, enc);
         }
-        if (loam__tok_bytes_put(out, enc, (size_t)k)) return nomem(c);
+        if (loam__tok_bytes_put(out, enc, (size_t)k))
+            return nomem(c);
         i += adv;
     }
     return LOAM_OK;
@@ -574,13 +652,16 @@ static loam_status replace_all(loam__tok_enc *c, const pcre2_code *re, const cha
                                size_t content_len, const char *s, size_t n, loam__tok_bytes *out,
                                int *first_removed) {
     loam_status st = loam__tok_find_regex(c, re, s, n, &c->tmp_m);
-    if (st) return st;
+    if (st)
+        return st;
     *first_removed = 0;
     for (size_t i = 0; i < c->tmp_m.len; i++) {
         loam__tok_match *mt = &c->tmp_m.p[i];
         if (mt->is_match) {
-            if (i == 0 && mt->end > 0 && content_len == 0) *first_removed = 1;
-            if (loam__tok_bytes_put(out, content, content_len)) return nomem(c);
+            if (i == 0 && mt->end > 0 && content_len == 0)
+                *first_removed = 1;
+            if (loam__tok_bytes_put(out, content, content_len))
+                return nomem(c);
         } else if (loam__tok_bytes_put(out, s + mt->start, mt->end - mt->start)) {
             return nomem(c);
         }
@@ -598,7 +679,8 @@ static loam_status norm_one(loam__tok_enc *c, const loam__tok_norm *nm, const ch
                             loam__tok_bytes *out, size_t *lead) {
     const loam_tokenizer *t = c->tok;
     out->len = 0;
-    if (loam__tok_bytes_reserve(out, n)) return nomem(c);
+    if (loam__tok_bytes_reserve(out, n))
+        return nomem(c);
     out->p[0] = '\0';
     int first_removed = 0;
     loam_status st = LOAM_OK;
@@ -607,18 +689,24 @@ static loam_status norm_one(loam__tok_enc *c, const loam__tok_norm *nm, const ch
     case LOAM__TOK_NORM_NFC:
     case LOAM__TOK_NORM_NFD:
     case LOAM__TOK_NORM_NFKC:
-    case LOAM__TOK_NORM_NFKD: st = norm_unicode(c, nm->kind, s, n, out); break;
-    case LOAM__TOK_NORM_LOWERCASE: st = norm_lowercase(c, s, n, out); break;
+    case LOAM__TOK_NORM_NFKD:
+        st = norm_unicode(c, nm->kind, s, n, out);
+        break;
+    case LOAM__TOK_NORM_LOWERCASE:
+        st = norm_lowercase(c, s, n, out);
+        break;
     case LOAM__TOK_NORM_REPLACE:
         st = replace_all(c, nm->re, loam__tok_str(t, nm->str), nm->str.len, s, n, out,
                          &first_removed);
         break;
     case LOAM__TOK_NORM_PREPEND:
         if (n > 0) {
-            if (loam__tok_bytes_put(out, loam__tok_str(t, nm->str), nm->str.len)) return nomem(c);
+            if (loam__tok_bytes_put(out, loam__tok_str(t, nm->str), nm->str.len))
+                return nomem(c);
             added = nm->str.len;
         }
-        if (loam__tok_bytes_put(out, s, n)) return nomem(c);
+        if (loam__tok_bytes_put(out, s, n))
+            return nomem(c);
         break;
     case LOAM__TOK_NORM_STRIP: {
         size_t a = 0, b = n, adv;
@@ -628,12 +716,15 @@ static loam_status norm_one(loam__tok_enc *c, const loam__tok_norm *nm, const ch
         if (nm->right)
             while (b > a) {
                 size_t k = b - 1;
-                while (k > a && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
-                if (!loam__tok_is_white_space(loam__utf8_decode(s + k, b - k, &adv))) break;
+                while (k > a && ((unsigned char)s[k] & 0xC0) == 0x80)
+                    k--;
+                if (!loam__tok_is_white_space(loam__utf8_decode(s + k, b - k, &adv)))
+                    break;
                 b = k;
             }
         first_removed = a > 0;
-        if (loam__tok_bytes_put(out, s + a, b - a)) return nomem(c);
+        if (loam__tok_bytes_put(out, s + a, b - a))
+            return nomem(c);
         break;
     }
     case LOAM__TOK_NORM_STRIP_ACCENTS: {
@@ -641,7 +732,8 @@ static loam_status norm_one(loam__tok_enc *c, const loam__tok_norm *nm, const ch
         while (i < n) {
             uint32_t cp = loam__utf8_decode(s + i, n - i, &adv);
             if (!is_mark(cp)) {
-                if (loam__tok_bytes_put(out, s + i, adv)) return nomem(c);
+                if (loam__tok_bytes_put(out, s + i, adv))
+                    return nomem(c);
             } else if (i == 0) {
                 first_removed = 1;
             }
@@ -650,11 +742,16 @@ static loam_status norm_one(loam__tok_enc *c, const loam__tok_norm *nm, const ch
         break;
     }
     case LOAM__TOK_NORM_BYTE_LEVEL:
-        if (byte_level_map(out, s, n)) return nomem(c);
+        if (byte_level_map(out, s, n))
+            return nomem(c);
         break;
     }
-    if (st) return st;
-    if (*lead) *lead = first_removed || out->len == 0 ? 0 : added + first_char_len(out->p + added, out->len - added);
+    if (st)
+        return st;
+    if (*lead)
+        *lead = first_removed || out->len == 0
+                    ? 0
+                    : added + first_char_len(out->p + added, out->len - added);
     return LOAM_OK;
 }
 
@@ -664,7 +761,8 @@ loam_status loam__tok_normalize(loam__tok_enc *c, const char *s, size_t n, const
     for (size_t k = 0; k < t->n_norms; k++) {
         loam__tok_bytes *out = &c->norm[k & 1];
         loam_status st = norm_one(c, &t->norms[k], s, n, out, lead);
-        if (st) return st;
+        if (st)
+            return st;
         s = out->p;
         n = out->len;
     }
@@ -679,9 +777,12 @@ static loam_status recurse_spans(loam__tok_enc *c, size_t stage, const loam__tok
                                  const char *s, size_t lead) {
     for (size_t i = 0; i < m->len; i++) {
         size_t a = m->p[i].start, b = m->p[i].end;
-        if (b <= a) continue;
-        loam_status st = loam__tok_pre_tokenize(c, stage + 1, s + a, b - a, a < lead ? lead - a : 0);
-        if (st) return st;
+        if (b <= a)
+            continue;
+        loam_status st =
+            loam__tok_pre_tokenize(c, stage + 1, s + a, b - a, a < lead ? lead - a : 0);
+        if (st)
+            return st;
     }
     return LOAM_OK;
 }
@@ -691,27 +792,34 @@ static loam_status pre_byte_level(loam__tok_enc *c, size_t stage, const loam__to
     loam__tok_bytes *a = &c->stage_a[stage], *b = &c->stage_b[stage];
     if (p->add_prefix_space && s[0] != ' ') {
         a->len = 0;
-        if (loam__tok_bytes_put(a, " ", 1) || loam__tok_bytes_put(a, s, n)) return nomem(c);
+        if (loam__tok_bytes_put(a, " ", 1) || loam__tok_bytes_put(a, s, n))
+            return nomem(c);
         s = a->p;
         n = a->len;
-        if (lead) lead++;
+        if (lead)
+            lead++;
     }
     loam__tok_matches *m = &c->stage_m[stage];
     if (p->re) {
         loam_status st = loam__tok_find_regex(c, p->re, s, n, m);
-        if (st) return st;
+        if (st)
+            return st;
     } else {
         m->len = 0;
-        if (loam__tok_matches_push(m, 0, n, 1)) return nomem(c);
+        if (loam__tok_matches_push(m, 0, n, 1))
+            return nomem(c);
     }
     for (size_t i = 0; i < m->len; i++) {
         size_t x = m->p[i].start, y = m->p[i].end;
-        if (y <= x) continue;
+        if (y <= x)
+            continue;
         b->len = 0;
-        if (byte_level_map(b, s + x, y - x)) return nomem(c);
+        if (byte_level_map(b, s + x, y - x))
+            return nomem(c);
         size_t sub_lead = x < lead ? byte_level_len(s + x, lead - x) : 0;
         loam_status st = loam__tok_pre_tokenize(c, stage + 1, b->p, b->len, sub_lead);
-        if (st) return st;
+        if (st)
+            return st;
     }
     return LOAM_OK;
 }
@@ -722,23 +830,30 @@ static loam_status pre_metaspace(loam__tok_enc *c, size_t stage, const loam__tok
     a->len = 0;
     size_t rl = (size_t)p->rep_len, new_lead = 0;
     int starts = (size_t)n >= rl && memcmp(s, p->rep_utf8, rl) == 0;
-    if (!starts && s[0] == ' ') starts = 1; /* a leading ' ' becomes the replacement */
+    if (!starts && s[0] == ' ')
+        starts = 1; /* a leading ' ' becomes the replacement */
     int prepend = !starts && (p->prepend_scheme == LOAM__TOK_PREPEND_ALWAYS ||
                               (p->prepend_scheme == LOAM__TOK_PREPEND_FIRST && lead > 0));
-    if (prepend && loam__tok_bytes_put(a, p->rep_utf8, rl)) return nomem(c);
+    if (prepend && loam__tok_bytes_put(a, p->rep_utf8, rl))
+        return nomem(c);
     for (size_t i = 0; i < n; i++) {
-        if (i == lead && lead) new_lead = a->len;
+        if (i == lead && lead)
+            new_lead = a->len;
         if (s[i] == ' ') {
-            if (loam__tok_bytes_put(a, p->rep_utf8, rl)) return nomem(c);
+            if (loam__tok_bytes_put(a, p->rep_utf8, rl))
+                return nomem(c);
         } else if (loam__tok_bytes_put(a, s + i, 1)) {
             return nomem(c);
         }
     }
-    if (lead && !new_lead) new_lead = a->len;
-    if (!p->split) return loam__tok_pre_tokenize(c, stage + 1, a->p, a->len, new_lead);
+    if (lead && !new_lead)
+        new_lead = a->len;
+    if (!p->split)
+        return loam__tok_pre_tokenize(c, stage + 1, a->p, a->len, new_lead);
     loam__tok_matches *m = &c->stage_m[stage];
     loam_status st = find_pred(c, p, a->p, a->len, m);
-    if (st) return st;
+    if (st)
+        return st;
     apply_behavior(m, LOAM__TOK_MERGED_WITH_NEXT, 0);
     return recurse_spans(c, stage, m, a->p, new_lead);
 }
@@ -746,23 +861,28 @@ static loam_status pre_metaspace(loam__tok_enc *c, size_t stage, const loam__tok
 loam_status loam__tok_pre_tokenize(loam__tok_enc *c, size_t stage, const char *s, size_t n,
                                    size_t lead) {
     const loam_tokenizer *t = c->tok;
-    if (stage == t->n_pres) return loam__tok_bpe_word(c, s, n);
+    if (stage == t->n_pres)
+        return loam__tok_bpe_word(c, s, n);
     const loam__tok_pre *p = &t->pres[stage];
     loam__tok_matches *m = &c->stage_m[stage];
     loam_status st;
     switch (p->kind) {
     case LOAM__TOK_PRE_SPLIT_REGEX:
         st = loam__tok_find_regex(c, p->re, s, n, m);
-        if (st) return st;
+        if (st)
+            return st;
         apply_behavior(m, p->behavior, p->invert);
         return recurse_spans(c, stage, m, s, lead);
     case LOAM__TOK_PRE_SPLIT_PRED:
         st = find_pred(c, p, s, n, m);
-        if (st) return st;
+        if (st)
+            return st;
         apply_behavior(m, p->behavior, p->invert);
         return recurse_spans(c, stage, m, s, lead);
-    case LOAM__TOK_PRE_BYTE_LEVEL: return pre_byte_level(c, stage, p, s, n, lead);
-    case LOAM__TOK_PRE_METASPACE: return pre_metaspace(c, stage, p, s, n, lead);
+    case LOAM__TOK_PRE_BYTE_LEVEL:
+        return pre_byte_level(c, stage, p, s, n, lead);
+    case LOAM__TOK_PRE_METASPACE:
+        return pre_metaspace(c, stage, p, s, n, lead);
     }
     return LOAM_OK;
 }

@@ -68,18 +68,20 @@ typedef struct loam__tok_span {
 // ---- components -----------------------------------------------------------------------------
 
 typedef enum loam__tok_behavior { /* HF SplitDelimiterBehavior */
-    LOAM__TOK_REMOVED,
-    LOAM__TOK_ISOLATED,
-    LOAM__TOK_MERGED_WITH_PREVIOUS,
-    LOAM__TOK_MERGED_WITH_NEXT,
-    LOAM__TOK_CONTIGUOUS
+                                  LOAM__TOK_REMOVED,
+                                  LOAM__TOK_ISOLATED,
+                                  LOAM__TOK_MERGED_WITH_PREVIOUS,
+                                  LOAM__TOK_MERGED_WITH_NEXT,
+                                  LOAM__TOK_CONTIGUOUS
 } loam__tok_behavior;
 
 typedef enum loam__tok_pred { /* one-character patterns (HF `impl Pattern for Fn(char) -> bool`) */
-    LOAM__TOK_PRED_NUMERIC,    /* char::is_numeric: Nd, Nl, No */
-    LOAM__TOK_PRED_WHITESPACE, /* char::is_whitespace: White_Space */
-    LOAM__TOK_PRED_PUNCT,      /* ASCII punctuation or Unicode P* (Punctuation, BertPreTokenizer) */
-    LOAM__TOK_PRED_CHAR        /* one given code point (Metaspace, CharDelimiterSplit) */
+                              LOAM__TOK_PRED_NUMERIC,    /* char::is_numeric: Nd, Nl, No */
+                              LOAM__TOK_PRED_WHITESPACE, /* char::is_whitespace: White_Space */
+                              LOAM__TOK_PRED_PUNCT, /* ASCII punctuation or Unicode P* (Punctuation,
+                                                       BertPreTokenizer) */
+                              LOAM__TOK_PRED_CHAR   /* one given code point (Metaspace,
+                                                       CharDelimiterSplit) */
 } loam__tok_pred;
 
 typedef enum loam__tok_norm_kind {
@@ -139,11 +141,11 @@ typedef enum loam__tok_dec_kind {
 
 typedef struct loam__tok_dec {
     loam__tok_dec_kind kind;
-    pcre2_code *re;       /* REPLACE */
-    loam__tok_span str;   /* REPLACE: content; BPE: suffix */
-    uint32_t ch;          /* METASPACE: replacement; STRIP: content */
-    int prepend_never;    /* METASPACE: prepend_scheme == never */
-    size_t start, stop;   /* STRIP */
+    pcre2_code *re;     /* REPLACE */
+    loam__tok_span str; /* REPLACE: content; BPE: suffix */
+    uint32_t ch;        /* METASPACE: replacement; STRIP: content */
+    int prepend_never;  /* METASPACE: prepend_scheme == never */
+    size_t start, stop; /* STRIP */
 } loam__tok_dec;
 
 /* A post-processor template: ids to emit, with LOAM__TOK_SEQ where the encoded text goes.
@@ -198,14 +200,14 @@ typedef struct loam__tok_mslot { /* merge hash slot: (left id, right id) -> (ran
 
 #define LOAM__TOK_MKEY_EMPTY UINT64_MAX
 
-#define LOAM__TOK_CACHE_SHARDS 16
-#define LOAM__TOK_CACHE_SLOTS 4096         /* per shard, power of two */
-#define LOAM__TOK_CACHE_ARENA (128u << 10) /* bytes of keys + ids per shard */
-#define LOAM__TOK_CACHE_MAX_WORD 128       /* longer words are not cached */
+#define LOAM__TOK_CACHE_SHARDS   16
+#define LOAM__TOK_CACHE_SLOTS    4096         /* per shard, power of two */
+#define LOAM__TOK_CACHE_ARENA    (128u << 10) /* bytes of keys + ids per shard */
+#define LOAM__TOK_CACHE_MAX_WORD 128          /* longer words are not cached */
 
 typedef struct loam__tok_cslot {
     uint64_t hash;
-    uint32_t off;   /* into the shard arena: key bytes, padding to 4, then ids */
+    uint32_t off; /* into the shard arena: key bytes, padding to 4, then ids */
     uint16_t key_len, n_ids;
 } loam__tok_cslot;
 
@@ -224,12 +226,12 @@ typedef struct loam__tok_bpe {
     loam__tok_mslot *mslots; /* (mmask + 1) */
     uint64_t mmask;
     size_t n_merges;
-    int32_t byte_ids[256];   /* id of "<0xXX>" or -1 (byte_fallback) */
-    int32_t char_ids[512];   /* id of the one-character piece for code points < 512, -1 none;
-                                only used when there is no prefix and no suffix */
-    loam__tok_span unk;      /* unk_token, off == LOAM__TOK_NO_SPAN when null */
-    loam__tok_span prefix;   /* continuing_subword_prefix (len 0 when null or "") */
-    loam__tok_span suffix;   /* end_of_word_suffix */
+    int32_t byte_ids[256]; /* id of "<0xXX>" or -1 (byte_fallback) */
+    int32_t char_ids[512]; /* id of the one-character piece for code points < 512, -1 none;
+                              only used when there is no prefix and no suffix */
+    loam__tok_span unk;    /* unk_token, off == LOAM__TOK_NO_SPAN when null */
+    loam__tok_span prefix; /* continuing_subword_prefix (len 0 when null or "") */
+    loam__tok_span suffix; /* end_of_word_suffix */
     int fuse_unk, byte_fallback, ignore_merges;
     loam__tok_cache_shard shards[LOAM__TOK_CACHE_SHARDS];
     int cache_ready;
@@ -247,7 +249,7 @@ struct loam_tokenizer {
     size_t n_added;
     int32_t *added_slots; /* hash of added contents -> index into added, -1 = empty */
     uint32_t added_mask;
-    uint8_t *added_special; /* (n_added): content is in HF's special_tokens_set */
+    uint8_t *added_special;   /* (n_added): content is in HF's special_tokens_set */
     loam__tok_trie trie_raw;  /* patterns of added tokens with normalized == false */
     loam__tok_trie trie_norm; /* patterns of added tokens with normalized == true */
     pcre2_code *word_re;      /* \w class for single_word checks, NULL when none is single_word */
@@ -306,16 +308,15 @@ int loam__tok_is_white_space(uint32_t cp);
 /* Compiles a tokenizer.json regex (Oniguruma syntax) with PCRE2 (UTF, UCP, JIT when available);
  * `literal` compiles the text as a plain string. `what` names the component for errors. */
 loam_status loam__tok_regex_compile(loam_tokenizer *tok, const char *pattern, size_t len,
-                                    int literal, const char *what, pcre2_code **out,
-                                    loam_err *err);
+                                    int literal, const char *what, pcre2_code **out, loam_err *err);
 
 /* Per-call encode context: scratch buffers, owned by one thread for one call. */
 #define LOAM__TOK_MAX_STAGES 32
 typedef struct loam__tok_enc {
     const loam_tokenizer *tok;
     pcre2_match_data *md;
-    loam__tok_ids out;                        /* ids of the text (before post-processing) */
-    loam__tok_bytes norm[2];                  /* normalizer ping-pong */
+    loam__tok_ids out;                             /* ids of the text (before post-processing) */
+    loam__tok_bytes norm[2];                       /* normalizer ping-pong */
     loam__tok_bytes stage_a[LOAM__TOK_MAX_STAGES]; /* pre-tokenizer: transformed piece */
     loam__tok_bytes stage_b[LOAM__TOK_MAX_STAGES]; /* pre-tokenizer: transformed sub-piece */
     loam__tok_matches stage_m[LOAM__TOK_MAX_STAGES];
@@ -362,7 +363,9 @@ loam_status loam__tok_bpe_add_merge(loam_tokenizer *tok, uint32_t rank, const ch
 int loam__tok_bpe_merge_get(const loam__tok_bpe *bpe, int32_t a, int32_t b, uint32_t *rank,
                             int32_t *new_id);
 /* Number of distinct vocab strings (HF get_vocab_size). */
-static inline size_t loam__tok_bpe_size(const loam_tokenizer *tok) { return tok->bpe.n_entries; }
+static inline size_t loam__tok_bpe_size(const loam_tokenizer *tok) {
+    return tok->bpe.n_entries;
+}
 /* Final load step: byte/char lookup tables, cache shards. */
 loam_status loam__tok_bpe_finish(loam_tokenizer *tok, loam_err *err);
 void loam__tok_bpe_free(loam__tok_bpe *bpe);

@@ -18,7 +18,7 @@
 
 #include <pthread.h>
 
-#define DATA LOAM_TEST_DIR "/data/tokenizer/"
+#define DATA  LOAM_TEST_DIR "/data/tokenizer/"
 #define CACHE LOAM_TEST_DIR "/.cache/"
 
 static loam_tokenizer *open_file(const char *path) {
@@ -38,7 +38,8 @@ static const char *pieces_n(const loam_tokenizer *t, const char *text, size_t le
     size_t n = 0;
     loam_err e;
     out[0] = '\0';
-    if (!t) return "(no tokenizer)";
+    if (!t)
+        return "(no tokenizer)";
     if (loam_tok_encode(t, text, len, special, ids, 1024, &n, &e)) {
         snprintf(out, sizeof out, "(error: %s)", e.msg);
         return out;
@@ -47,7 +48,8 @@ static const char *pieces_n(const loam_tokenizer *t, const char *text, size_t le
     for (size_t i = 0; i < n && i < 1024; i++) {
         const char *p = loam_tok_piece(t, ids[i]);
         k += (size_t)snprintf(out + k, sizeof out - k, "%s%s", i ? "|" : "", p ? p : "(null)");
-        if (k >= sizeof out) break;
+        if (k >= sizeof out)
+            break;
     }
     return out;
 }
@@ -72,7 +74,8 @@ static const char *decode(const loam_tokenizer *t, const int32_t *ids, size_t n,
     static char out[8192];
     size_t len;
     loam_err e;
-    if (!t || loam_tok_decode(t, ids, n, skip, out, sizeof out, &len, &e)) return "(error)";
+    if (!t || loam_tok_decode(t, ids, n, skip, out, sizeof out, &len, &e))
+        return "(error)";
     return len < sizeof out ? out : "(too long)";
 }
 
@@ -84,7 +87,8 @@ static const char *decode_pieces(const loam_tokenizer *t, const char *list, int 
     snprintf(buf, sizeof buf, "%s", list);
     for (char *p = buf, *q; p && n < 64; p = q) {
         q = strchr(p, '|');
-        if (q) *q++ = '\0';
+        if (q)
+            *q++ = '\0';
         ids[n] = t ? loam_tok_id(t, p) : -1;
         if (ids[n] < 0) {
             fprintf(stderr, "no piece '%s'\n", p);
@@ -100,7 +104,8 @@ static const char *decode_pieces(const loam_tokenizer *t, const char *list, int 
 static void json_str(char **o, const char *s) {
     *(*o)++ = '"';
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\') *(*o)++ = '\\';
+        if (*s == '"' || *s == '\\')
+            *(*o)++ = '\\';
         *(*o)++ = *s;
     }
     *(*o)++ = '"';
@@ -111,13 +116,13 @@ static loam_tokenizer *mk(const char *norm, const char *pre, const char *post, c
                           const char *const *words) {
     static char json[65536];
     char *o = json;
-    o += sprintf(o,
-                 "{\"version\":\"1.0\",\"added_tokens\":[],\"normalizer\":%s,\"pre_tokenizer\":%s,"
-                 "\"post_processor\":%s,\"decoder\":%s,\"model\":{\"type\":\"BPE\","
-                 "\"unk_token\":\"<unk>\",\"ignore_merges\":true,\"merges\":[],\"vocab\":{"
-                 "\"<unk>\":0",
-                 norm ? norm : "null", pre ? pre : "null", post ? post : "null",
-                 dec ? dec : "null");
+    o +=
+        sprintf(o,
+                "{\"version\":\"1.0\",\"added_tokens\":[],\"normalizer\":%s,\"pre_tokenizer\":%s,"
+                "\"post_processor\":%s,\"decoder\":%s,\"model\":{\"type\":\"BPE\","
+                "\"unk_token\":\"<unk>\",\"ignore_merges\":true,\"merges\":[],\"vocab\":{"
+                "\"<unk>\":0",
+                norm ? norm : "null", pre ? pre : "null", post ? post : "null", dec ? dec : "null");
     int id = 1;
     for (int c = 0x20; c < 0x7F; c++) {
         char s[2] = {(char)c, 0};
@@ -146,12 +151,12 @@ static loam_tokenizer *mk(const char *norm, const char *pre, const char *post, c
 
 static void test_bpe_ranks(void) {
     loam_tokenizer *t = open_file(DATA "bpe_ranks.json");
-    CHECK_STR(pieces(t, "abc"), "abc");            /* b c (rank 0) first, then a bc */
-    CHECK_STR(pieces(t, "abcd"), "abc|d");         /* stale (a, b) entry skipped; c d lost */
-    CHECK_STR(pieces(t, "aaaa"), "aaaa");          /* equal ranks: leftmost first */
+    CHECK_STR(pieces(t, "abc"), "abc");    /* b c (rank 0) first, then a bc */
+    CHECK_STR(pieces(t, "abcd"), "abc|d"); /* stale (a, b) entry skipped; c d lost */
+    CHECK_STR(pieces(t, "aaaa"), "aaaa");  /* equal ranks: leftmost first */
     CHECK_STR(pieces(t, "aaa"), "aa|a");
-    CHECK_STR(pieces(t, "a  bc\td"), "a|bc|d");    /* WhitespaceSplit */
-    CHECK_STR(pieces(t, "axb"), "ab"); /* no unk_token: x vanishes, then a b merge */
+    CHECK_STR(pieces(t, "a  bc\td"), "a|bc|d"); /* WhitespaceSplit */
+    CHECK_STR(pieces(t, "axb"), "ab");          /* no unk_token: x vanishes, then a b merge */
     CHECK_EQ_I64(loam_tok_n_vocab(t), 11);
     int32_t ids[] = {6, 3};
     CHECK_STR(decode(t, ids, 2, 0), "abc d"); /* no decoder: joined with spaces */
@@ -174,9 +179,9 @@ static void test_spm_byte_fallback(void) {
     CHECK_STR(pieces(t, "€"), "▁|<0xE2>|<0x82>|<0xAC>");
     /* ü has no byte tokens: unk; HF adds a pending unk only after the byte tokens */
     CHECK_STR(pieces(t, "ü€ü"), "▁|<0xE2>|<0x82>|<0xAC>|<unk>");
-    CHECK_STR(pieces(t, "üü"), "▁|<unk>");                  /* fused */
-    CHECK_STR(pieces(t, "<s>Hi"), "<s>|▁H|i");               /* Prepend runs after the token */
-    CHECK_STR(pieces(t, "<s>"), "<s>");                       /* not on an empty piece */
+    CHECK_STR(pieces(t, "üü"), "▁|<unk>");     /* fused */
+    CHECK_STR(pieces(t, "<s>Hi"), "<s>|▁H|i"); /* Prepend runs after the token */
+    CHECK_STR(pieces(t, "<s>"), "<s>");        /* not on an empty piece */
     CHECK_STR(pieces(t, ""), "");
     CHECK_STR(pieces_n(t, "", 0, 1), "<s>");
     CHECK_STR(pieces(t, "\n"), "▁|<0x0A>");
@@ -205,15 +210,15 @@ static void test_byte_level_file(void) {
     int32_t ids[256];
     CHECK_STR(pieces(t, "hello world"), "Ġhello|Ġworld");
     CHECK_STR(pieces_n(t, "hello world", 11, 1), "<|endoftext|>|Ġhello|Ġworld|<|endoftext|>");
-    CHECK_STR(pieces(t, "HELLO"), "Ġhello");    /* Lowercase normalizer */
+    CHECK_STR(pieces(t, "HELLO"), "Ġhello"); /* Lowercase normalizer */
     CHECK_STR(pieces(t, "hell"), "Ġ|hell");
     CHECK_STR(pieces(t, "lll"), "Ġ|ll|l");
     CHECK_STR(pieces(t, "é"), "Ġ|Ã©");
-    CHECK_STR(pieces(t, "İ"), "Ġ|i|Ì|ĩ");       /* lowercase İ is i + U+0307 */
+    CHECK_STR(pieces(t, "İ"), "Ġ|i|Ì|ĩ"); /* lowercase İ is i + U+0307 */
     CHECK_STR(pieces(t, "a<|endoftext|>b"), "Ġ|a|<|endoftext|>|Ġ|b");
-    CHECK_STR(pieces(t, "a <mask> b"), "Ġ|a|<mask>|Ġ|b");      /* lstrip */
-    CHECK_STR(pieces(t, "x[R]   y"), "Ġ|x|[R]|Ġ|y");           /* rstrip */
-    CHECK_STR(pieces(t, "a word."), "Ġ|a|Ġ|word|Ġ|.");         /* single_word */
+    CHECK_STR(pieces(t, "a <mask> b"), "Ġ|a|<mask>|Ġ|b"); /* lstrip */
+    CHECK_STR(pieces(t, "x[R]   y"), "Ġ|x|[R]|Ġ|y");      /* rstrip */
+    CHECK_STR(pieces(t, "a word."), "Ġ|a|Ġ|word|Ġ|.");    /* single_word */
     CHECK(strstr(pieces(t, "swordfish"), "word") == NULL);
     CHECK(strstr(pieces(t, "_word"), "|word") == NULL);
     CHECK_STR(pieces(t, "xABCx"), "Ġ|x|ABC|Ġ|x"); /* normalized: "abc" matches after Lowercase */
@@ -242,17 +247,22 @@ static void test_normalizers(void) {
         const char *norm, *in, *out;
     } cases[] = {
         {"{\"type\":\"NFC\"}", "e\xCC\x81", "\xC3\xA9"},
-        {"{\"type\":\"NFC\"}", "\xE2\x84\xAB", "\xC3\x85"},        /* Angstrom sign -> Å */
+        {"{\"type\":\"NFC\"}", "\xE2\x84\xAB", "\xC3\x85"}, /* Angstrom sign -> Å */
         {"{\"type\":\"NFD\"}", "\xC3\xA9", "e\xCC\x81"},
         {"{\"type\":\"NFKC\"}", "\xEF\xAC\x81 \xE2\x91\xA0", "fi 1"}, /* ﬁ ① */
         {"{\"type\":\"NFKD\"}", "\xEF\xAC\x81\xC3\xA9", "fie\xCC\x81"},
         {"{\"type\":\"Lowercase\"}", "HeLLo \xC4\xB0 \xCE\xA3", "hello i\xCC\x87 \xCF\x83"},
-        {"{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"_\"}", "a b  c", "a_b__c"},
-        {"{\"type\":\"Replace\",\"pattern\":{\"Regex\":\" +\"},\"content\":\" \"}", "a b   c", "a b c"},
+        {"{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"_\"}", "a b  c",
+         "a_b__c"},
+        {"{\"type\":\"Replace\",\"pattern\":{\"Regex\":\" +\"},\"content\":\" \"}", "a b   c",
+         "a b c"},
         {"{\"type\":\"Replace\",\"pattern\":{\"String\":\".\"},\"content\":\"\"}", "a.b.", "ab"},
         {"{\"type\":\"Prepend\",\"prepend\":\"_\"}", "ab", "_ab"},
         {"{\"type\":\"Strip\",\"strip_left\":true,\"strip_right\":true}", "  ab \t", "ab"},
-        {"{\"type\":\"Strip\",\"strip_left\":true,\"strip_right\":false}", " \xE3\x80\x80" "ab ", "ab "},
+        {"{\"type\":\"Strip\",\"strip_left\":true,\"strip_right\":false}",
+         " \xE3\x80\x80"
+         "ab ",
+         "ab "},
         {"{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFD\"},{\"type\":\"StripAccents\"}]}",
          "caf\xC3\xA9", "cafe"},
         {"{\"type\":\"ByteLevel\"}", "\xC3\xA9", "\xC3\x83\xC2\xA9"},
@@ -284,7 +294,8 @@ static void test_split_behaviors(void) {
     for (size_t i = 0; i < 5; i++) {
         char pre[200];
         snprintf(pre, sizeof pre,
-                 "{\"type\":\"Split\",\"pattern\":{\"Regex\":\" \"},\"behavior\":\"%s\",\"invert\":false}",
+                 "{\"type\":\"Split\",\"pattern\":{\"Regex\":\" "
+                 "\"},\"behavior\":\"%s\",\"invert\":false}",
                  cases[i].behavior);
         loam_tokenizer *t = mk(NULL, pre, NULL, NULL, words);
         CHECK_STR(pieces(t, "a b  c"), cases[i].out);
@@ -296,7 +307,9 @@ static void test_split_behaviors(void) {
                            NULL, NULL, words);
     CHECK_STR(pieces(t, "ab cd"), "ab|cd");
     loam_tokenizer_close(t);
-    t = mk(NULL, "{\"type\":\"Split\",\"pattern\":{\"String\":\"a.\"},\"behavior\":\"Isolated\",\"invert\":false}",
+    t = mk(NULL,
+           "{\"type\":\"Split\",\"pattern\":{\"String\":\"a.\"},\"behavior\":\"Isolated\","
+           "\"invert\":false}",
            NULL, NULL, W("a."));
     CHECK_STR(pieces(t, "xa.yab"), "x|a.|y|a|b"); /* literal: '.' is no wildcard */
     loam_tokenizer_close(t);
@@ -308,23 +321,33 @@ static void test_pre_tokenizers(void) {
         const char *const *words;
     } cases[] = {
         {"{\"type\":\"Digits\",\"individual_digits\":true}", "a123b", "a|1|2|3|b", NULL},
-        {"{\"type\":\"Digits\",\"individual_digits\":false}", "a123b45", "a|123|b|45", W("123", "45")},
-        {"{\"type\":\"Whitespace\"}", "Hey man! ok?!", "Hey|man|!|ok|?!", W("Hey", "man", "ok", "?!")},
+        {"{\"type\":\"Digits\",\"individual_digits\":false}", "a123b45", "a|123|b|45",
+         W("123", "45")},
+        {"{\"type\":\"Whitespace\"}", "Hey man! ok?!", "Hey|man|!|ok|?!",
+         W("Hey", "man", "ok", "?!")},
         {"{\"type\":\"Whitespace\"}", "na\xC3\xAFve,\xCC\x81x", "na\xC3\xAFve|,|\xCC\x81x",
          W("na\xC3\xAFve", "\xCC\x81x")}, /* \w has letters and marks */
-        {"{\"type\":\"WhitespaceSplit\"}", "a \t b\nc\xC2\xA0" "d", "a|b|c|d", NULL},
+        {"{\"type\":\"WhitespaceSplit\"}",
+         "a \t b\nc\xC2\xA0"
+         "d",
+         "a|b|c|d", NULL},
         {"{\"type\":\"Punctuation\"}", "a,b!!", "a|,|b|!|!", NULL},
         {"{\"type\":\"Punctuation\",\"behavior\":\"Contiguous\"}", "a,b!!", "a|,|b|!!", W("!!")},
         {"{\"type\":\"BertPreTokenizer\"}", "Hey, you!", "Hey|,|you|!", W("Hey", "you")},
         {"{\"type\":\"CharDelimiterSplit\",\"delimiter\":\"-\"}", "a-b--c", "a|b|c", NULL},
-        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"always\",\"split\":false}",
+        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"always\",\"split\":"
+         "false}",
          "a b", "_a_b", W("_a_b")},
-        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"never\",\"split\":true}",
+        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"never\",\"split\":"
+         "true}",
          "a b", "a|_b", W("_b")},
         {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"add_prefix_space\":true}", "a b", "_a|_b",
          W("_a", "_b")},
-        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}", "a b", "a\xC4\xA0" "b",
-         W("a\xC4\xA0" "b")},
+        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}", "a b",
+         "a\xC4\xA0"
+         "b",
+         W("a\xC4\xA0"
+           "b")},
         {"{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":true}", "it's  x",
          "\xC4\xA0it|'s|\xC4\xA0|\xC4\xA0x", W("\xC4\xA0it", "'s", "\xC4\xA0x", "\xC4\xA0")},
         {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"WhitespaceSplit\"},{\"type\":"
@@ -342,45 +365,52 @@ static void test_decoders(void) {
     struct {
         const char *dec, *list, *out;
     } cases[] = {
-        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"always\"}", "_hello|_world",
-         "hello world"},
-        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"never\"}", "_hello", " hello"},
+        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"always\"}",
+         "_hello|_world", "hello world"},
+        {"{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"never\"}", "_hello",
+         " hello"},
         {"{\"type\":\"ByteFallback\"}", "<0x61>|<0xE2>|<0x82>|<0xAC>|x", "a\xE2\x82\xACx"},
         {"{\"type\":\"ByteFallback\"}", "<0xE2>|x", "\xEF\xBF\xBDx"},
-        {"{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":\" \","
+        {"{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":"
+         "\" \","
          "\"start\":1,\"stop\":1}]}",
          "  a|b  ", " ab "},
         {"{\"type\":\"Strip\",\"content\":\"x\",\"start\":2,\"stop\":1}", "xxxaxx", "xax"},
         {"{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"_+\"},\"content\":\" \"}", "a__b", "a b"},
         {"{\"type\":\"ByteLevel\"}", "\xC4\xA0hello|\xC4\x8A", " hello\n"},
-        {"{\"type\":\"ByteLevel\"}", "\xE2\x82\xAC|x", "\xE2\x82\xACx"}, /* € is not in the alphabet */
+        {"{\"type\":\"ByteLevel\"}", "\xE2\x82\xAC|x",
+         "\xE2\x82\xACx"}, /* € is not in the alphabet */
         {NULL, "a|b", "a b"},
         {"{\"type\":\"Sequence\",\"decoders\":[]}", "a|b", "ab"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        loam_tokenizer *t = mk(NULL, NULL, NULL, cases[i].dec,
-                               W("_hello", "_world", "<0x61>", "<0xE2>", "<0x82>", "<0xAC>", "  a",
-                                 "b  ", "xxxaxx", "a__b", "\xC4\xA0hello", "\xC4\x8A", "\xE2\x82\xAC"));
+        loam_tokenizer *t =
+            mk(NULL, NULL, NULL, cases[i].dec,
+               W("_hello", "_world", "<0x61>", "<0xE2>", "<0x82>", "<0xAC>", "  a", "b  ", "xxxaxx",
+                 "a__b", "\xC4\xA0hello", "\xC4\x8A", "\xE2\x82\xAC"));
         CHECK_STR(decode_pieces(t, cases[i].list, 0), cases[i].out);
         loam_tokenizer_close(t);
     }
 }
 
 static void test_post_processors(void) {
-    loam_tokenizer *t = mk(NULL, "{\"type\":\"WhitespaceSplit\"}",
-                           "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"X\","
-                           "\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"SpecialToken\":"
-                           "{\"id\":\"Y\",\"type_id\":0}}],\"pair\":[],\"special_tokens\":{\"X\":{\"id\":"
-                           "\"X\",\"ids\":[34,35],\"tokens\":[\"A\",\"B\"]},\"Y\":{\"id\":\"Y\",\"ids\":[36],"
-                           "\"tokens\":[\"C\"]}}}",
-                           NULL, NULL);
+    loam_tokenizer *t =
+        mk(NULL, "{\"type\":\"WhitespaceSplit\"}",
+           "{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"X\","
+           "\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"SpecialToken\":"
+           "{\"id\":\"Y\",\"type_id\":0}}],\"pair\":[],\"special_tokens\":{\"X\":{\"id\":"
+           "\"X\",\"ids\":[34,35],\"tokens\":[\"A\",\"B\"]},\"Y\":{\"id\":\"Y\",\"ids\":[36],"
+           "\"tokens\":[\"C\"]}}}",
+           NULL, NULL);
     CHECK_STR(pieces_n(t, "x y", 3, 1), "A|B|x|y|C");
     CHECK_STR(pieces_n(t, "x y", 3, 0), "x|y");
     loam_tokenizer_close(t);
-    t = mk(NULL, NULL,
-           "{\"type\":\"Sequence\",\"processors\":[{\"type\":\"RobertaProcessing\",\"sep\":[\"B\",35],"
-           "\"cls\":[\"A\",34],\"trim_offsets\":true,\"add_prefix_space\":true},{\"type\":\"ByteLevel\"}]}",
-           NULL, NULL);
+    t = mk(
+        NULL, NULL,
+        "{\"type\":\"Sequence\",\"processors\":[{\"type\":\"RobertaProcessing\",\"sep\":[\"B\",35],"
+        "\"cls\":[\"A\",34],\"trim_offsets\":true,\"add_prefix_space\":true},{\"type\":"
+        "\"ByteLevel\"}]}",
+        NULL, NULL);
     CHECK_STR(pieces_n(t, "x", 1, 1), "A|x|B");
     loam_tokenizer_close(t);
 }
@@ -416,10 +446,12 @@ static void test_unsupported(void) {
                  "post_processor type 'Foo' is not supported");
     expect_error(NULL, NULL, NULL, "{\"type\":\"CTC\"}", LOAM_E_UNSUPPORTED,
                  "decoder type 'CTC' is not supported");
-    expect_error(NULL, "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\","
-                       "\"invert\":false}",
+    expect_error(NULL,
+                 "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\","
+                 "\"invert\":false}",
                  NULL, NULL, LOAM_E_FORMAT, "does not compile");
-    expect_error(NULL, "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},\"behavior\":\"Sideways\"}",
+    expect_error(NULL,
+                 "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},\"behavior\":\"Sideways\"}",
                  NULL, NULL, LOAM_E_FORMAT, "behavior 'Sideways'");
     struct {
         const char *json, *msg;
@@ -439,10 +471,11 @@ static void test_unsupported(void) {
          LOAM_E_FORMAT},
         {"{\"version\":\"2.0\",\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
          "unknown version", LOAM_E_UNSUPPORTED},
-        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}", "tokenizer.json", LOAM_E_FORMAT},
-        {"[]", "not an object", LOAM_E_FORMAT},
-        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"a\":1},\"merges\":[]}}", "duplicate key",
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}", "tokenizer.json",
          LOAM_E_FORMAT},
+        {"[]", "not an object", LOAM_E_FORMAT},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"a\":1},\"merges\":[]}}",
+         "duplicate key", LOAM_E_FORMAT},
         {"{\"added_tokens\":[{\"id\":1}],\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
          "'content' is missing", LOAM_E_FORMAT},
     };
@@ -526,7 +559,8 @@ static void test_buffer_protocol(void) {
 static int stream_matches(const loam_tokenizer *t, const int32_t *ids, size_t n, int skip) {
     loam_tok_stream *s;
     loam_err e;
-    if (loam_tok_stream_new(t, skip, &s, &e)) return 0;
+    if (loam_tok_stream_new(t, skip, &s, &e))
+        return 0;
     loam__tok_bytes all = {0};
     int ok = 1;
     const char *text;
@@ -534,11 +568,14 @@ static int stream_matches(const loam_tokenizer *t, const int32_t *ids, size_t n,
     for (size_t i = 0; i <= n && ok; i++) {
         loam_status st = i < n ? loam_tok_stream_push(s, ids[i], &text, &len, &e)
                                : loam_tok_stream_flush(s, &text, &len, &e);
-        if (st || !loam__tok_utf8_valid(text, len) || loam__tok_bytes_put(&all, text, len)) ok = 0;
+        if (st || !loam__tok_utf8_valid(text, len) || loam__tok_bytes_put(&all, text, len))
+            ok = 0;
     }
     loam__tok_bytes one = {0};
-    if (loam__tok_decode_into(t, ids, n, skip, &one, &e)) ok = 0;
-    if (ok && (one.len != all.len || (one.len && memcmp(one.p, all.p, one.len) != 0))) ok = 0;
+    if (loam__tok_decode_into(t, ids, n, skip, &one, &e))
+        ok = 0;
+    if (ok && (one.len != all.len || (one.len && memcmp(one.p, all.p, one.len) != 0)))
+        ok = 0;
     loam__free(all.p);
     loam__free(one.p);
     loam_tok_stream_free(s);
@@ -607,12 +644,13 @@ static void *encode_thread(void *p) {
 
 static void test_threads(void) {
     loam_tokenizer *t = open_file(DATA "byte_level.json");
-    const char *const texts[] = {"hello world", "a <mask> b", "lll hell é", "swordfish word",
-                                 "x[R]   y", "HELLO <|endoftext|> world"};
+    const char *const texts[] = {"hello world",    "a <mask> b", "lll hell é",
+                                 "swordfish word", "x[R]   y",   "HELLO <|endoftext|> world"};
     enum { NT = 6, TH = 4 };
     int32_t want[NT][64];
     size_t want_n[NT];
-    for (int i = 0; i < NT; i++) want_n[i] = encode(t, texts[i], strlen(texts[i]), 1, want[i], 64);
+    for (int i = 0; i < NT; i++)
+        want_n[i] = encode(t, texts[i], strlen(texts[i]), 1, want[i], 64);
     pthread_t th[TH];
     thread_arg args[TH];
     for (int i = 0; i < TH; i++) {
@@ -642,7 +680,8 @@ static loam_tokenizer *open_real(const char *name) {
 
 static void test_qwen3(void) {
     loam_tokenizer *t = open_real("qwen3");
-    if (!t) return;
+    if (!t)
+        return;
     int32_t ids[64];
     CHECK_EQ_I64(loam_tok_n_vocab(t), 151669);
     CHECK_EQ_I64(loam_tok_eos_id(t), 151645);
@@ -654,7 +693,8 @@ static void test_qwen3(void) {
     CHECK(loam__tok_config_text(t) && strstr(loam__tok_config_text(t), "chat_template"));
     size_t n = encode(t, "Hello world", 11, 1, ids, 64);
     CHECK(n == 2 && ids[0] == 9707 && ids[1] == 1879);
-    const char *chat = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
+    const char *chat =
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
     n = encode(t, chat, strlen(chat), 1, ids, 64);
     CHECK_STR(decode(t, ids, n, 0), chat);
     CHECK_STR(decode(t, ids, n, 1), "user\nhi\nassistant\n<think>\n\n</think>\n\n");
@@ -663,7 +703,8 @@ static void test_qwen3(void) {
 
 static void test_llama3(void) {
     loam_tokenizer *t = open_real("llama3");
-    if (!t) return;
+    if (!t)
+        return;
     int32_t ids[64];
     CHECK_EQ_I64(loam_tok_n_vocab(t), 128256);
     CHECK_EQ_I64(loam_tok_bos_id(t), 128000);
@@ -705,7 +746,8 @@ static void run_cases(const char *name) {
         for (int k = 0; k < 2; k++) {
             const cJSON *arr = cJSON_GetObjectItem(c, keys[k]);
             size_t nw = 0;
-            for (const cJSON *x = arr->child; x && nw < cap; x = x->next) want[nw++] = (int32_t)x->valuedouble;
+            for (const cJSON *x = arr->child; x && nw < cap; x = x->next)
+                want[nw++] = (int32_t)x->valuedouble;
             size_t n = encode(t, in, strlen(in), k, ids, cap);
             if (n != nw || memcmp(ids, want, n * sizeof *ids) != 0) {
                 case_bad = 1;
@@ -714,7 +756,8 @@ static void run_cases(const char *name) {
         }
         const cJSON *arr = cJSON_GetObjectItem(c, "ids");
         size_t nw = 0;
-        for (const cJSON *x = arr->child; x && nw < cap; x = x->next) want[nw++] = (int32_t)x->valuedouble;
+        for (const cJSON *x = arr->child; x && nw < cap; x = x->next)
+            want[nw++] = (int32_t)x->valuedouble;
         const char *dkeys[] = {"decoded", "decoded_skip"};
         for (int k = 0; k < 2; k++) {
             loam__tok_bytes out = {0};
@@ -741,8 +784,12 @@ static void run_cases(const char *name) {
     loam_tokenizer_close(t);
 }
 
-static void test_hf_cases_qwen3(void) { run_cases("qwen3"); }
-static void test_hf_cases_llama3(void) { run_cases("llama3"); }
+static void test_hf_cases_qwen3(void) {
+    run_cases("qwen3");
+}
+static void test_hf_cases_llama3(void) {
+    run_cases("llama3");
+}
 
 static void run_tests(void) {
     TEST(test_bpe_ranks);

@@ -38,13 +38,15 @@ static const char *k_usage =
 
 static int read_all(const char *path, char **out, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+    if (!f)
+        return -1;
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf) {
         size_t k = fread(buf + n, 1, cap - n, f);
         n += k;
-        if (k == 0) break;
+        if (k == 0)
+            break;
         if (n == cap) {
             char *p = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
             if (!p) {
@@ -72,9 +74,11 @@ static loam_status encode(const loam_tokenizer *tok, const char *text, size_t le
                           int32_t **ids, size_t *cap, size_t *n, loam_err *err) {
     for (;;) {
         loam_status st = loam_tok_encode(tok, text, len, special, *ids, *cap, n, err);
-        if (st || *n <= *cap) return st;
+        if (st || *n <= *cap)
+            return st;
         int32_t *p = realloc(*ids, *n * sizeof *p);
-        if (!p) return LOAM_E_NOMEM;
+        if (!p)
+            return LOAM_E_NOMEM;
         *ids = p;
         *cap = *n;
     }
@@ -82,12 +86,18 @@ static loam_status encode(const loam_tokenizer *tok, const char *text, size_t le
 
 static void print_piece(const char *s) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '\\') fputs("\\\\", stdout);
-        else if (*p == '\n') fputs("\\n", stdout);
-        else if (*p == '\t') fputs("\\t", stdout);
-        else if (*p == '\r') fputs("\\r", stdout);
-        else if (*p < 0x20 || *p == 0x7F) printf("\\x%02X", *p);
-        else putchar(*p);
+        if (*p == '\\')
+            fputs("\\\\", stdout);
+        else if (*p == '\n')
+            fputs("\\n", stdout);
+        else if (*p == '\t')
+            fputs("\\t", stdout);
+        else if (*p == '\r')
+            fputs("\\r", stdout);
+        else if (*p < 0x20 || *p == 0x7F)
+            printf("\\x%02X", *p);
+        else
+            putchar(*p);
     }
 }
 
@@ -102,12 +112,16 @@ typedef struct {
     double wall, cpu;
 } stamp;
 
-static stamp now(void) { return (stamp){clock_s(CLOCK_MONOTONIC), clock_s(CLOCK_THREAD_CPUTIME_ID)}; }
+static stamp now(void) {
+    return (stamp){clock_s(CLOCK_MONOTONIC), clock_s(CLOCK_THREAD_CPUTIME_ID)};
+}
 
 static void keep_best(stamp t0, stamp *best) {
     stamp t1 = now();
-    if (t1.wall - t0.wall < best->wall) best->wall = t1.wall - t0.wall;
-    if (t1.cpu - t0.cpu < best->cpu) best->cpu = t1.cpu - t0.cpu;
+    if (t1.wall - t0.wall < best->wall)
+        best->wall = t1.wall - t0.wall;
+    if (t1.cpu - t0.cpu < best->cpu)
+        best->cpu = t1.cpu - t0.cpu;
 }
 
 /* End of the line starting at `start`, its terminator included, by the rules of Python's
@@ -116,9 +130,12 @@ static size_t line_end(const char *s, size_t n, size_t start) {
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = start; i < n; i++) {
         unsigned char c = u[i];
-        if (c == '\r') return i + 1 < n && u[i + 1] == '\n' ? i + 2 : i + 1;
-        if (c == '\n' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1e)) return i + 1;
-        if (c == 0xC2 && i + 1 < n && u[i + 1] == 0x85) return i + 2;
+        if (c == '\r')
+            return i + 1 < n && u[i + 1] == '\n' ? i + 2 : i + 1;
+        if (c == '\n' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1e))
+            return i + 1;
+        if (c == 0xC2 && i + 1 < n && u[i + 1] == 0x85)
+            return i + 2;
         if (c == 0xE2 && i + 2 < n && u[i + 1] == 0x80 && (u[i + 2] == 0xA8 || u[i + 2] == 0xA9))
             return i + 3;
     }
@@ -134,7 +151,8 @@ static int bench(const loam_tokenizer *tok, const char *path, const char *text, 
     size_t tokens_whole = 0, tokens_lines = 0;
     for (long long r = 0; r < repeat; r++) {
         stamp t0 = now();
-        if (encode(tok, text, len, false, &ids, &cap, &n, &err)) goto fail;
+        if (encode(tok, text, len, false, &ids, &cap, &n, &err))
+            goto fail;
         keep_best(t0, &best_whole);
         tokens_whole = n;
         t0 = now();
@@ -142,7 +160,8 @@ static int bench(const loam_tokenizer *tok, const char *path, const char *text, 
         n_lines = 0;
         while (start < len) {
             size_t end = line_end(text, len, start);
-            if (encode(tok, text + start, end - start, false, &ids, &cap, &n, &err)) goto fail;
+            if (encode(tok, text + start, end - start, false, &ids, &cap, &n, &err))
+                goto fail;
             total += n;
             n_lines++;
             start = end;
@@ -155,9 +174,10 @@ static int bench(const loam_tokenizer *tok, const char *path, const char *text, 
     stamp best[2] = {best_whole, best_lines};
     size_t tokens[2] = {tokens_whole, tokens_lines};
     for (int k = 0; k < 2; k++)
-        printf("%-10s  %zu tokens  wall %.3f s = %.2f MB/s  cpu %.3f s = %.2f MB/s, %.0f tokens/s\n",
-               names[k], tokens[k], best[k].wall, (double)len / best[k].wall / 1e6, best[k].cpu,
-               (double)len / best[k].cpu / 1e6, (double)tokens[k] / best[k].cpu);
+        printf(
+            "%-10s  %zu tokens  wall %.3f s = %.2f MB/s  cpu %.3f s = %.2f MB/s, %.0f tokens/s\n",
+            names[k], tokens[k], best[k].wall, (double)len / best[k].wall / 1e6, best[k].cpu,
+            (double)len / best[k].cpu / 1e6, (double)tokens[k] / best[k].cpu);
     free(ids);
     return 0;
 fail:
@@ -176,13 +196,16 @@ int loam_cmd_tokenize(int argc, char **argv) {
             fputs(k_usage, stdout);
             return 0;
         } else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
-            if (!has_val) return cli_usage_error("tokenize", "%s needs a directory", a);
+            if (!has_val)
+                return cli_usage_error("tokenize", "%s needs a directory", a);
             model = argv[++i];
         } else if (strcmp(a, "--tokenizer") == 0) {
-            if (!has_val) return cli_usage_error("tokenize", "%s needs a file", a);
+            if (!has_val)
+                return cli_usage_error("tokenize", "%s needs a file", a);
             tok_file = argv[++i];
         } else if (strcmp(a, "--file") == 0) {
-            if (!has_val) return cli_usage_error("tokenize", "%s needs a file", a);
+            if (!has_val)
+                return cli_usage_error("tokenize", "%s needs a file", a);
             file = argv[++i];
         } else if (strcmp(a, "--repeat") == 0) {
             if (!has_val || cli_parse_i64(argv[i + 1], &repeat) || repeat < 1 || repeat > 1000)
@@ -202,11 +225,16 @@ int loam_cmd_tokenize(int argc, char **argv) {
             text = a;
         }
     }
-    if (model && tok_file) return cli_usage_error("tokenize", "give -m or --tokenizer, not both");
-    if (file && text) return cli_usage_error("tokenize", "give --file or TEXT, not both");
-    if (do_bench && !file) return cli_usage_error("tokenize", "--bench needs --file");
-    if (!file && !text) return cli_usage_error("tokenize", "nothing to encode: give TEXT or --file");
-    if (!model && !tok_file) model = cli_default_model_dir();
+    if (model && tok_file)
+        return cli_usage_error("tokenize", "give -m or --tokenizer, not both");
+    if (file && text)
+        return cli_usage_error("tokenize", "give --file or TEXT, not both");
+    if (do_bench && !file)
+        return cli_usage_error("tokenize", "--bench needs --file");
+    if (!file && !text)
+        return cli_usage_error("tokenize", "nothing to encode: give TEXT or --file");
+    if (!model && !tok_file)
+        model = cli_default_model_dir();
     if (!model && !tok_file)
         return cli_usage_error("tokenize", "no tokenizer: give -m DIR or --tokenizer FILE");
 
@@ -214,7 +242,8 @@ int loam_cmd_tokenize(int argc, char **argv) {
     loam_tokenizer *tok;
     loam_status st = model ? loam_tokenizer_open_dir(&tok, model, &err)
                            : loam_tokenizer_open(&tok, tok_file, &err);
-    if (st) return cli_error("tokenize", "%s", err.msg);
+    if (st)
+        return cli_error("tokenize", "%s", err.msg);
     char *buf = NULL;
     size_t len = text ? strlen(text) : 0;
     if (file && read_all(file, &buf, &len)) {
@@ -232,7 +261,8 @@ int loam_cmd_tokenize(int argc, char **argv) {
             rc = cli_error("tokenize", "%s", st == LOAM_E_NOMEM ? "out of memory" : err.msg);
         } else if (json) {
             putchar('[');
-            for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+            for (size_t i = 0; i < n; i++)
+                printf(i ? ",%d" : "%d", ids[i]);
             puts("]");
         } else {
             for (size_t i = 0; i < n; i++) {
@@ -246,6 +276,7 @@ int loam_cmd_tokenize(int argc, char **argv) {
     }
     free(buf);
     loam_tokenizer_close(tok);
-    if (!rc && fflush(stdout) != 0) rc = cli_error("tokenize", "cannot write the output");
+    if (!rc && fflush(stdout) != 0)
+        rc = cli_error("tokenize", "cannot write the output");
     return rc;
 }
