@@ -607,6 +607,11 @@ static void test_stream(void) {
     int32_t mixed[] = {267, 32, 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 267, 0x80, 0x41, 0xF0, 0x9F, 266};
     CHECK(stream_matches(t, mixed, 13, 0));
     CHECK(stream_matches(t, mixed, 13, 1));
+    int32_t fffd[3 * 80 + 2];
+    for (int i = 0; i < 80; i++)
+        fffd[3 * i] = 0xEF, fffd[3 * i + 1] = 0xBF, fffd[3 * i + 2] = 0xBD;
+    fffd[240] = 0xE2, fffd[241] = 0x82; /* a long run of real U+FFFD, then an unfinished € */
+    CHECK(stream_matches(t, fffd, 242, 0));
     loam_tokenizer_close(t);
     t = open_file(DATA "metaspace.json");
     int32_t ms[] = {3, 4, 1, 5, 4};
@@ -614,8 +619,9 @@ static void test_stream(void) {
     CHECK(stream_matches(t, ms, 5, 1));
     loam_tokenizer_close(t);
     t = open_file(DATA "spm_byte_fallback.json");
-    int32_t sp[] = {1, 20, 7, 4, 5, 6, 25, 4, 3, 21};
-    CHECK(stream_matches(t, sp, 10, 0));
+    int32_t sp[] = {1, 20, 7, 4, 5, 6, 25, 4, 3, 21, 3, 4, 3, 25, 3, 4};
+    CHECK(stream_matches(t, sp, 16, 0)); /* a byte group is held until it ends: 0A E2 0A */
+    CHECK(stream_matches(t, sp, 16, 1));
     loam_tokenizer_close(t);
 }
 
