@@ -743,7 +743,7 @@ static void run_cases(const char *name) {
         loam_tokenizer_close(t);
         return;
     }
-    size_t n_cases = 0, bad = 0, cap = 1 << 16;
+    size_t n_cases = 0, n_round = 0, bad = 0, cap = 1 << 16;
     int32_t *ids = loam__malloc(cap * sizeof *ids), *want = loam__malloc(cap * sizeof *want);
     for (const cJSON *c = root->child; c; c = c->next, n_cases++) {
         const char *in = cJSON_GetObjectItem(c, "text")->valuestring;
@@ -764,6 +764,18 @@ static void run_cases(const char *name) {
         size_t nw = 0;
         for (const cJSON *x = arr->child; x && nw < cap; x = x->next)
             want[nw++] = (int32_t)x->valuedouble;
+        /* decode(encode(x)) == x wherever HF round-trips */
+        if (strcmp(cJSON_GetObjectItem(c, "decoded")->valuestring, in) == 0) {
+            size_t n = encode(t, in, strlen(in), 0, ids, cap);
+            loam__tok_bytes rt = {0};
+            if (loam__tok_decode_into(t, ids, n, 0, &rt, &e) || rt.len != strlen(in) ||
+                memcmp(rt.p, in, rt.len) != 0) {
+                case_bad = 1;
+                fprintf(stderr, "%s: decode(encode(x)) != x for %.60s\n", name, in);
+            }
+            loam__free(rt.p);
+            n_round++;
+        }
         const char *dkeys[] = {"decoded", "decoded_skip"};
         for (int k = 0; k < 2; k++) {
             loam__tok_bytes out = {0};
@@ -781,7 +793,10 @@ static void run_cases(const char *name) {
         }
         bad += (size_t)case_bad;
     }
-    printf("%s: %zu Hugging Face cases compared, %zu differ\n", name, n_cases, bad);
+    printf(
+        "%s: %zu Hugging Face cases compared (ids, ids_special, decoded, decoded_skip, streaming; "
+        "%zu round trips), %zu differ\n",
+        name, n_cases, n_round, bad);
     CHECK_EQ_I64(bad, 0);
     CHECK(n_cases >= 500);
     loam__free(ids);
