@@ -6,8 +6,8 @@
  *    tests/fetch-data.sh)
  *
  * Build: cc -O2 -Iinclude bench/bench_template.c build/libloam.a \
- *          $(pkg-config --libs libcjson libpcre2-8 libutf8proc libmicrohttpd) -fopenmp -lm -lpthread \
- *          -o build/bench/bench_template
+ *          $(pkg-config --libs libcjson libpcre2-8 libutf8proc libmicrohttpd) -fopenmp -lm
+ * -lpthread \ -o build/bench/bench_template
  *
  * Measured (best and median of N runs each):
  *   - parse: loam_chat_template_new on the config's chat_template;
@@ -39,7 +39,8 @@ static int cmp_d(const void *a, const void *b) {
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -62,8 +63,10 @@ static char *template_of(const char *cfg) {
     loam_chat_template *t;
     loam_err e;
     char *out = NULL;
-    if (loam_chat_template_new(&t, "{{ chat_template }}", 19, &e) != LOAM_OK) return NULL;
-    if (loam_chat_template_render(t, cfg, &out, NULL, &e) != LOAM_OK) fprintf(stderr, "%s\n", e.msg);
+    if (loam_chat_template_new(&t, "{{ chat_template }}", 19, &e) != LOAM_OK)
+        return NULL;
+    if (loam_chat_template_render(t, cfg, &out, NULL, &e) != LOAM_OK)
+        fprintf(stderr, "%s\n", e.msg);
     loam_chat_template_free(t);
     return out;
 }
@@ -71,20 +74,30 @@ static char *template_of(const char *cfg) {
 static char *conversation(int turns, bool as_context) {
     size_t cap = 4096 + (size_t)turns * 400, n = 0;
     char *b = malloc(cap);
-    n += (size_t)snprintf(b + n, cap - n, "%s[{\"role\": \"system\", \"content\": \"You are a helpful assistant.\"},"
-                          "{\"role\": \"user\", \"content\": \"Weather in Paris?\"},"
-                          "{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}]},"
-                          "{\"role\": \"tool\", \"content\": \"21 C, sunny\"}",
-                          as_context ? "{\"messages\": " : "");
+    n += (size_t)snprintf(
+        b + n, cap - n,
+        "%s[{\"role\": \"system\", \"content\": \"You are a helpful assistant.\"},"
+        "{\"role\": \"user\", \"content\": \"Weather in Paris?\"},"
+        "{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"type\": \"function\", "
+        "\"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}]},"
+        "{\"role\": \"tool\", \"content\": \"21 C, sunny\"}",
+        as_context ? "{\"messages\": " : "");
     for (int k = 0; k < turns; k++)
         n += (size_t)snprintf(b + n, cap - n,
-                              ",{\"role\": \"user\", \"content\": \"Question number %d: tell me something about the number %d, please.\"}"
-                              ",{\"role\": \"assistant\", \"content\": \"<think>\\nThinking about %d.\\n</think>\\n\\nThe number %d is a fine number.\"}",
+                              ",{\"role\": \"user\", \"content\": \"Question number %d: tell me "
+                              "something about the number %d, please.\"}"
+                              ",{\"role\": \"assistant\", \"content\": \"<think>\\nThinking about "
+                              "%d.\\n</think>\\n\\nThe number %d is a fine number.\"}",
                               k, k, k, k);
     n += (size_t)snprintf(b + n, cap - n, "]");
     if (as_context)
-        snprintf(b + n, cap - n, ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}},"
-                 "{\"type\": \"function\", \"function\": {\"name\": \"search\", \"description\": \"Web search\", \"parameters\": {\"type\": \"object\", \"properties\": {\"q\": {\"type\": \"string\"}}}}}],"
+        snprintf(b + n, cap - n,
+                 ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+                 "\"description\": \"Weather in a city\", \"parameters\": {\"type\": \"object\", "
+                 "\"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}},"
+                 "{\"type\": \"function\", \"function\": {\"name\": \"search\", \"description\": "
+                 "\"Web search\", \"parameters\": {\"type\": \"object\", \"properties\": {\"q\": "
+                 "{\"type\": \"string\"}}}}}],"
                  " \"add_generation_prompt\": true, \"eos_token\": \"<|im_end|>\"}");
     return b;
 }
@@ -92,12 +105,14 @@ static char *conversation(int turns, bool as_context) {
 static void report(const char *what, double *t, int n, size_t out_bytes) {
     qsort(t, (size_t)n, sizeof *t, cmp_d);
     printf("%-34s best %9.1f us   median %9.1f us", what, t[0] * 1e6, t[n / 2] * 1e6);
-    if (out_bytes) printf("   %8zu bytes out  (%.0f MB/s)", out_bytes, (double)out_bytes / t[n / 2] / 1e6);
+    if (out_bytes)
+        printf("   %8zu bytes out  (%.0f MB/s)", out_bytes, (double)out_bytes / t[n / 2] / 1e6);
     printf("\n");
 }
 
 int main(int argc, char **argv) {
-    const char *path = argc > 1 ? argv[1] : "tests/.cache/tokenizer-qwen3/package/models/tokenizer_config.json";
+    const char *path =
+        argc > 1 ? argv[1] : "tests/.cache/tokenizer-qwen3/package/models/tokenizer_config.json";
     size_t cfg_len;
     char *cfg = slurp(path, &cfg_len);
     if (!cfg) {
@@ -105,7 +120,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     char *src = template_of(cfg);
-    if (!src) return 1;
+    if (!src)
+        return 1;
     loam_err e;
     enum { N = 200 };
     double t[N];
@@ -118,8 +134,10 @@ int main(int argc, char **argv) {
             return 1;
         }
         t[i] = now_s() - t0;
-        if (tpl) loam_chat_template_free(x);
-        else tpl = x;
+        if (tpl)
+            loam_chat_template_free(x);
+        else
+            tpl = x;
     }
     printf("template: %s (%zu bytes)\n", path, strlen(src));
     report("parse", t, N, 0);
@@ -153,7 +171,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) {
         char *out;
         double t0 = now_s();
-        if (loam_chat_apply(cfg, cfg_len, NULL, msgs, NULL, NULL, true, &out, NULL, &e) != LOAM_OK) {
+        if (loam_chat_apply(cfg, cfg_len, NULL, msgs, NULL, NULL, true, &out, NULL, &e) !=
+            LOAM_OK) {
             fprintf(stderr, "apply: %s\n", e.msg);
             return 1;
         }

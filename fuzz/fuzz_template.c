@@ -17,23 +17,29 @@
 static const char k_context[] =
     "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"},"
     " {\"role\": \"user\", \"content\": \"Weather in Paris? é 😀\"},"
-    " {\"role\": \"assistant\", \"content\": \"<think>\\nhm\\n</think>\\n\\nok\", \"reasoning_content\": null,"
-    "  \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"n\": 1.5}}}]},"
+    " {\"role\": \"assistant\", \"content\": \"<think>\\nhm\\n</think>\\n\\nok\", "
+    "\"reasoning_content\": null,"
+    "  \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+    "\"arguments\": {\"city\": \"Paris\", \"n\": 1.5}}}]},"
     " {\"role\": \"tool\", \"content\": \"21 C\"}],"
-    " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\","
+    " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+    "\"parameters\": {\"type\": \"object\","
     "  \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}],"
-    " \"add_generation_prompt\": true, \"enable_thinking\": false, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\","
+    " \"add_generation_prompt\": true, \"enable_thinking\": false, \"bos_token\": \"<s>\", "
+    "\"eos_token\": \"</s>\","
     " \"n\": 3, \"f\": 0.5, \"nothing\": null, \"flags\": [true, false]}";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     jinja_template t;
     loam_err err;
-    if (loam__jinja_parse(&t, (const char *)data, size, &err) != LOAM_OK) return 0;
+    if (loam__jinja_parse(&t, (const char *)data, size, &err) != LOAM_OK)
+        return 0;
     jinja_arena a = {0};
     jinja_value ctx;
     char why[160];
-    if (loam__jinja_json_parse(&a, k_context, sizeof k_context - 1, &ctx, why, sizeof why) == 0 && ctx.type == JV_DICT) {
+    if (loam__jinja_json_parse(&a, k_context, sizeof k_context - 1, &ctx, why, sizeof why) == 0 &&
+        ctx.type == JV_DICT) {
         jinja_config cfg;
         loam__jinja_default_config(&cfg);
         cfg.max_output_bytes = 1 << 20;
@@ -42,7 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         cfg.max_steps = 2000000;
         cfg.now = 1722000000;
         char *out = NULL;
-        if (loam__jinja_render(&t, &a, ctx.u.d, &cfg, &out, NULL, &err) == LOAM_OK) loam_free(out);
+        if (loam__jinja_render(&t, &a, ctx.u.d, &cfg, &out, NULL, &err) == LOAM_OK)
+            loam_free(out);
     }
     loam__jinja_arena_free(&a);
     loam__jinja_arena_free(&t.arena);

@@ -1,8 +1,8 @@
 /* jinja.h: internals of the chat-template interpreter (a Jinja2 subset), shared by
- * src/jinja_parse.c (lexer + parser -> AST), src/jinja_value.c (values, arena, JSON in/out,
- * Python str()/repr()), src/jinja_eval.c (the evaluator), src/jinja_builtins.c (filters, tests,
- * dict/list methods, globals) and src/jinja_str.c (str methods and string operations). The
- * public face is src/chat_template.c.
+ * src/jinja_lex.c (source -> tokens), src/jinja_parse.c (tokens -> AST), src/jinja_value.c (values,
+ * arena, JSON in/out, Python str()/repr()), src/jinja_eval.c (the evaluator), src/jinja_builtins.c
+ * (filters, tests, dict/list methods, globals) and src/jinja_str.c (str methods and string
+ * operations). The public face is src/chat_template.c.
  *
  * Reference semantics: jinja2 3.x as Hugging Face transformers configures it for
  * apply_chat_template: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
@@ -39,8 +39,8 @@ typedef struct jinja_config {
     int64_t now;               /* strftime_now's clock (seconds since the epoch); 0 = time() */
 } jinja_config;
 
-#define JINJA_MAX_PARSE_DEPTH 200 /* nesting of expressions and blocks in the source */
-#define JINJA_MAX_RANGE 100000    /* range() length, as jinja2's sandbox MAX_RANGE */
+#define JINJA_MAX_PARSE_DEPTH 200    /* nesting of expressions and blocks in the source */
+#define JINJA_MAX_RANGE       100000 /* range() length, as jinja2's sandbox MAX_RANGE */
 
 void loam__jinja_default_config(jinja_config *lim);
 
@@ -49,8 +49,8 @@ void loam__jinja_default_config(jinja_config *lim);
 typedef struct jinja_chunk jinja_chunk;
 typedef struct jinja_arena {
     jinja_chunk *head;
-    uint64_t used;  /* bytes handed out plus chunk overhead */
-    uint64_t limit; /* 0 = none */
+    uint64_t used;   /* bytes handed out plus chunk overhead */
+    uint64_t limit;  /* 0 = none */
     bool over_limit; /* an allocation failed because of the limit */
 } jinja_arena;
 
@@ -67,12 +67,12 @@ typedef enum jinja_type {
     JV_INT,
     JV_FLOAT,
     JV_STR,
-    JV_LIST,  /* also tuples (flag JF_TUPLE): only repr differs */
+    JV_LIST, /* also tuples (flag JF_TUPLE): only repr differs */
     JV_DICT,
-    JV_NS,    /* namespace(): a dict whose attributes can be set */
+    JV_NS, /* namespace(): a dict whose attributes can be set */
     JV_MACRO,
-    JV_FUNC,  /* builtin function or bound method */
-    JV_LOOP,  /* the `loop` object of a for loop */
+    JV_FUNC, /* builtin function or bound method */
+    JV_LOOP, /* the `loop` object of a for loop */
 } jinja_type;
 
 #define JF_TUPLE 1u
@@ -115,16 +115,16 @@ struct jinja_dict {
 };
 
 struct jinja_func {
-    uint16_t id;        /* builtin number (jinja_builtins.c) */
-    jinja_value self;   /* bound object, or undefined for free functions */
+    uint16_t id;      /* builtin number (jinja_builtins.c) */
+    jinja_value self; /* bound object, or undefined for free functions */
 };
 
 struct jinja_loop {
-    jinja_list *items;     /* what is iterated (after the loop's `if` filter) */
+    jinja_list *items; /* what is iterated (after the loop's `if` filter) */
     size_t index0;
     int64_t depth0;
-    const void *node;      /* the JN_FOR, for recursive loop(...) calls */
-    void *scope;           /* scope the loop runs in */
+    const void *node; /* the JN_FOR, for recursive loop(...) calls */
+    void *scope;      /* scope the loop runs in */
     jinja_value changed_last;
     bool changed_init;
 };
@@ -247,16 +247,16 @@ bool loam__jinja_isspace(uint32_t cp);                /* Python str.isspace */
 
 typedef enum jinja_kind {
     /* statements */
-    JN_TEXT = 1, /* s: literal output */
-    JN_OUTPUT,   /* a: expression */
-    JN_IF,       /* a: test, body, else_body (elif = an JN_IF alone in else_body) */
-    JN_FOR,      /* a: target, b: iterable, c: filter or NULL, body, else_body, flag recursive */
-    JN_SET,      /* a: target, b: value */
-    JN_SETBLOCK, /* a: target, body, c: filter chain applied to the body (JN_FILTER, a = NULL) */
-    JN_MACRO,    /* s: name, args (JN_NAME, b = default or NULL), body */
-    JN_CALLBLOCK,/* a: the call expression, args: caller's parameters, body */
+    JN_TEXT = 1,    /* s: literal output */
+    JN_OUTPUT,      /* a: expression */
+    JN_IF,          /* a: test, body, else_body (elif = an JN_IF alone in else_body) */
+    JN_FOR,         /* a: target, b: iterable, c: filter or NULL, body, else_body, flag recursive */
+    JN_SET,         /* a: target, b: value */
+    JN_SETBLOCK,    /* a: target, body, c: filter chain applied to the body (JN_FILTER, a = NULL) */
+    JN_MACRO,       /* s: name, args (JN_NAME, b = default or NULL), body */
+    JN_CALLBLOCK,   /* a: the call expression, args: caller's parameters, body */
     JN_FILTERBLOCK, /* c: filter chain (innermost a = NULL), body */
-    JN_WITH,     /* args: JN_SET assignments, body */
+    JN_WITH,        /* args: JN_SET assignments, body */
     JN_BREAK,
     JN_CONTINUE,
     JN_GENERATION, /* body, rendered in its own scope (transformers' {% generation %} call block) */
@@ -285,8 +285,22 @@ typedef enum jinja_kind {
 } jinja_kind;
 
 typedef enum jinja_op {
-    JOP_ADD = 1, JOP_SUB, JOP_MUL, JOP_DIV, JOP_FLOORDIV, JOP_MOD, JOP_POW, JOP_CONCAT,
-    JOP_EQ, JOP_NE, JOP_LT, JOP_LE, JOP_GT, JOP_GE, JOP_IN, JOP_NOTIN,
+    JOP_ADD = 1,
+    JOP_SUB,
+    JOP_MUL,
+    JOP_DIV,
+    JOP_FLOORDIV,
+    JOP_MOD,
+    JOP_POW,
+    JOP_CONCAT,
+    JOP_EQ,
+    JOP_NE,
+    JOP_LT,
+    JOP_LE,
+    JOP_GT,
+    JOP_GE,
+    JOP_IN,
+    JOP_NOTIN,
 } jinja_op;
 
 typedef struct jinja_node jinja_node;
@@ -311,6 +325,87 @@ typedef struct jinja_template {
     uint32_t n_body;
 } jinja_template;
 
+// ---- lexer (jinja_lex.c) -> parser (jinja_parse.c) ---------------------------------------------
+
+typedef enum tok_type {
+    T_EOF,
+    T_DATA,
+    T_VAR_BEGIN,
+    T_VAR_END,
+    T_BLOCK_BEGIN,
+    T_BLOCK_END,
+    T_NAME,
+    T_STRING,
+    T_INT,
+    T_FLOAT,
+    T_OP,
+} tok_type;
+
+typedef enum op_code {
+    O_ADD = 1,
+    O_SUB,
+    O_DIV,
+    O_FLOORDIV,
+    O_MUL,
+    O_MOD,
+    O_POW,
+    O_TILDE,
+    O_LBRACKET,
+    O_RBRACKET,
+    O_LPAREN,
+    O_RPAREN,
+    O_LBRACE,
+    O_RBRACE,
+    O_EQ,
+    O_NE,
+    O_GT,
+    O_GTEQ,
+    O_LT,
+    O_LTEQ,
+    O_ASSIGN,
+    O_DOT,
+    O_COLON,
+    O_PIPE,
+    O_COMMA,
+    O_SEMICOLON,
+} op_code;
+
+typedef struct jinja_token {
+    uint8_t type;
+    uint8_t op;
+    uint32_t line, col;
+    const char *s; /* name, decoded string, data */
+    size_t n;
+    int64_t i;
+    double f;
+} jinja_token;
+
+typedef struct jinja_parser {
+    jinja_template *t;
+    const char *src; /* normalised source (in the arena) */
+    size_t len;
+    jinja_token *toks;
+    size_t n_toks, cap_toks, pos; /* pos: the parser's current token */
+    loam_err *err;
+    bool failed;
+    int depth;      /* parser recursion, bounded by JINJA_MAX_PARSE_DEPTH */
+    int loop_depth; /* for loops around the current statement (break/continue) */
+    size_t pos_off; /* pos_of() cache */
+    uint32_t pos_line, pos_col;
+    loam_status status;
+} jinja_parser;
+
+/* Tokenizes p->src (already normalised) into p->toks, ending with T_EOF. false on error. */
+bool loam__jinja_lex(jinja_parser *p);
+/* Records a syntax error "template:LINE:COL: message" (the first one wins). */
+void loam__jinja_parse_fail(jinja_parser *p, uint32_t line, uint32_t col, const char *fmt, ...)
+    LOAM__PRINTF(4, 5);
+/* The same at a byte offset of p->src. */
+void loam__jinja_parse_fail_off(jinja_parser *p, size_t off, const char *msg);
+void loam__jinja_parse_oom(jinja_parser *p);
+/* The text of an operator token ("//", "(", ...). */
+const char *loam__jinja_op_text(uint8_t op);
+
 /* Parses template source (any bytes; must be UTF-8) with transformers' settings. On failure
  * returns LOAM_E_TEMPLATE with "template:LINE:COL: message" in err. */
 loam_status loam__jinja_parse(jinja_template *t, const char *src, size_t len, loam_err *err);
@@ -318,8 +413,7 @@ loam_status loam__jinja_parse(jinja_template *t, const char *src, size_t len, lo
 /* Renders with `globals` (a dict, borrowed) as the context, allocating values in `ra` (freed
  * by the caller). Output is a loam__malloc'd NUL-terminated string. */
 loam_status loam__jinja_render(const jinja_template *t, jinja_arena *ra, jinja_dict *globals,
-                               const jinja_config *lim, char **out, size_t *out_len,
-                               loam_err *err);
+                               const jinja_config *lim, char **out, size_t *out_len, loam_err *err);
 
 // ---- evaluator <-> builtins -------------------------------------------------------------------
 
@@ -371,13 +465,15 @@ bool loam__jinja_unsafe_method(jinja_value self, const char *name, size_t n);
 #define TRY(x)                                                                                     \
     do {                                                                                           \
         loam_status s_ = (x);                                                                      \
-        if (s_ != LOAM_OK) return s_;                                                              \
+        if (s_ != LOAM_OK)                                                                         \
+            return s_;                                                                             \
     } while (0)
 
 /* Binds positional and keyword arguments to parameter names (Python rules: too many, unknown
  * or repeated arguments are errors). Unbound parameters are JV_UNDEF with have[i] false. */
-loam_status loam__jinja_bind(jinja_render *r, const char *fname, const jinja_args *a, const char *const *names,
-                             size_t n_names, jinja_value *vals, bool *have);
+loam_status loam__jinja_bind(jinja_render *r, const char *fname, const jinja_args *a,
+                             const char *const *names, size_t n_names, jinja_value *vals,
+                             bool *have);
 /* In a builtin taking (jinja_render *r, const jinja_args *args): binds into v[] and have[]. */
 #define BIND(fname, ...)                                                                           \
     static const char *const names_[] = {__VA_ARGS__};                                             \
@@ -408,22 +504,25 @@ typedef enum jinja_case {
 
 loam_status loam__jinja_str_case(jinja_render *r, jinja_value s, jinja_case how, jinja_value *out);
 /* str.strip/lstrip/rstrip(chars): which 1 left, 2 right, 3 both; chars undefined/None = spaces. */
-loam_status loam__jinja_str_strip(jinja_render *r, jinja_value s, jinja_value chars, int which, jinja_value *out);
+loam_status loam__jinja_str_strip(jinja_render *r, jinja_value s, jinja_value chars, int which,
+                                  jinja_value *out);
 /* str.replace(old, new, count); count < 0 = all. */
-loam_status loam__jinja_str_replace(jinja_render *r, jinja_value s, jinja_value old, jinja_value nw, int64_t count,
-                                    jinja_value *out);
-loam_status loam__jinja_str_splitlines(jinja_render *r, jinja_value s, bool keepends, jinja_list **out);
+loam_status loam__jinja_str_replace(jinja_render *r, jinja_value s, jinja_value old, jinja_value nw,
+                                    int64_t count, jinja_value *out);
+loam_status loam__jinja_str_splitlines(jinja_render *r, jinja_value s, bool keepends,
+                                       jinja_list **out);
 /* Python "fmt" % (vals...). */
-loam_status loam__jinja_str_printf(jinja_render *r, jinja_value fmt, const jinja_value *vals, size_t n_vals,
-                                   jinja_value *out);
+loam_status loam__jinja_str_printf(jinja_render *r, jinja_value fmt, const jinja_value *vals,
+                                   size_t n_vals, jinja_value *out);
 /* "fmt" % arg, a tuple spreading into the arguments. */
-loam_status loam__jinja_percent(jinja_render *r, jinja_value fmt, jinja_value arg, jinja_value *out);
+loam_status loam__jinja_percent(jinja_render *r, jinja_value fmt, jinja_value arg,
+                                jinja_value *out);
 /* str.isdigit/isalpha/isalnum/isspace/isupper/islower for kind 0..5. */
 bool loam__jinja_str_is(jinja_value s, int kind);
 const char *loam__jinja_find_bytes(const char *h, size_t hn, const char *nd, size_t nn);
 /* Method number of a str method name, 0 if none; calling one. */
 uint16_t loam__jinja_str_method_id(const char *name, size_t n);
-loam_status loam__jinja_str_method(jinja_render *r, uint16_t id, jinja_value s, const jinja_args *args,
-                                   jinja_value *out);
+loam_status loam__jinja_str_method(jinja_render *r, uint16_t id, jinja_value s,
+                                   const jinja_args *args, jinja_value *out);
 
 #endif /* LOAM_JINJA_H */

@@ -22,7 +22,8 @@
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -34,7 +35,8 @@ static char *slurp(const char *path, size_t *len) {
     fclose(f);
     if (buf) {
         buf[n] = '\0';
-        if (len) *len = (size_t)n;
+        if (len)
+            *len = (size_t)n;
     }
     return buf;
 }
@@ -44,7 +46,8 @@ static loam_status render(const char *src, const char *ctx, char **out, loam_err
     loam_chat_template *t = NULL;
     *out = NULL;
     loam_status st = loam_chat_template_new(&t, src, strlen(src), e);
-    if (st != LOAM_OK) return st;
+    if (st != LOAM_OK)
+        return st;
     st = loam_chat_template_render(t, ctx, out, NULL, e);
     loam_chat_template_free(t);
     return st;
@@ -88,7 +91,8 @@ static void test_unit_cases(void) {
     size_t len;
     char *text = slurp(LOAM_TEST_DIR "/data/templates/unit_cases.json", &len);
     CHECK(text != NULL);
-    if (!text) return;
+    if (!text)
+        return;
     cJSON *root = cJSON_Parse(text);
     CHECK(root != NULL);
     cJSON *cases = cJSON_GetObjectItem(root, "cases");
@@ -99,7 +103,8 @@ static void test_unit_cases(void) {
         const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(c, "name"));
         const char *src = cJSON_GetStringValue(cJSON_GetObjectItem(c, "template"));
         const char *ctx = cJSON_GetStringValue(cJSON_GetObjectItem(c, "context"));
-        if (!ctx) ctx = shared_ctx;
+        if (!ctx)
+            ctx = shared_ctx;
         cJSON *exp = cJSON_GetObjectItem(c, "expected");
         n++;
         char *out = NULL;
@@ -111,17 +116,22 @@ static void test_unit_cases(void) {
                 fprintf(stderr, "  case %s: failed: %s\n", name, e.msg);
             } else if (strcmp(out, want) != 0) {
                 fprintf(stderr, "  case %s: mismatch\n    want: ", name);
-                for (const char *p = want; *p; p++) fputs(*p == '\n' ? "\\n" : (char[2]){*p, 0}, stderr);
+                for (const char *p = want; *p; p++)
+                    fputs(*p == '\n' ? "\\n" : (char[2]){*p, 0}, stderr);
                 fprintf(stderr, "\n    got:  ");
-                for (const char *p = out; *p; p++) fputs(*p == '\n' ? "\\n" : (char[2]){*p, 0}, stderr);
+                for (const char *p = out; *p; p++)
+                    fputs(*p == '\n' ? "\\n" : (char[2]){*p, 0}, stderr);
                 fprintf(stderr, "\n");
             } else {
                 ok++;
             }
         } else {
-            if (st == LOAM_E_TEMPLATE && out == NULL && strncmp(e.msg, "template", 8) == 0) ok++;
-            else fprintf(stderr, "  case %s: jinja2 raised %s but loam gave status %d (%s)\n", name,
-                         cJSON_GetStringValue(cJSON_GetObjectItem(c, "error")), st, out ? out : e.msg);
+            if (st == LOAM_E_TEMPLATE && out == NULL && strncmp(e.msg, "template", 8) == 0)
+                ok++;
+            else
+                fprintf(stderr, "  case %s: jinja2 raised %s but loam gave status %d (%s)\n", name,
+                        cJSON_GetStringValue(cJSON_GetObjectItem(c, "error")), st,
+                        out ? out : e.msg);
         }
         loam_free(out);
     }
@@ -148,10 +158,13 @@ static void test_basics(void) {
 static void test_error_positions(void) {
     EXPECT_ERROR("line1\n{{ 1 + }}", NULL, LOAM_E_TEMPLATE, "template:2:8:");
     EXPECT_ERROR("{% if x %}\n  {% for %}", NULL, LOAM_E_TEMPLATE, "template:2:10:");
-    EXPECT_ERROR("ab\ncd {{ nope.attr }}", NULL, LOAM_E_TEMPLATE, "template:2:11: 'nope' is undefined");
-    EXPECT_ERROR("{{ d.x.y }}", "{\"d\": {}}", LOAM_E_TEMPLATE, "'dict object' has no attribute 'x'");
+    EXPECT_ERROR("ab\ncd {{ nope.attr }}", NULL, LOAM_E_TEMPLATE,
+                 "template:2:11: 'nope' is undefined");
+    EXPECT_ERROR("{{ d.x.y }}", "{\"d\": {}}", LOAM_E_TEMPLATE,
+                 "'dict object' has no attribute 'x'");
     EXPECT_ERROR("{% if true %}\n", NULL, LOAM_E_TEMPLATE, "expected 'elif' or 'else' or 'endif'");
-    EXPECT_ERROR("{% frob %}", NULL, LOAM_E_TEMPLATE, "template:1:4: encountered unknown tag 'frob'");
+    EXPECT_ERROR("{% frob %}", NULL, LOAM_E_TEMPLATE,
+                 "template:1:4: encountered unknown tag 'frob'");
     EXPECT_ERROR("{% include 'x' %}", NULL, LOAM_E_TEMPLATE, "not supported");
     EXPECT_ERROR("x\n\n  {{ 'é' ~ (1 + 'a') }}", NULL, LOAM_E_TEMPLATE, "template:3:");
     EXPECT_ERROR("{{ 'é' }}{{ (", NULL, LOAM_E_TEMPLATE, "template:1:");
@@ -179,13 +192,15 @@ static void test_context_json(void) {
     CHECK(out == NULL);
     CHECK_EQ_I64(loam_chat_template_render(t, "{\"x\": 1,}", &out, NULL, &e), LOAM_E_INVAL);
     CHECK(strstr(e.msg, "1:9") != NULL);
-    CHECK_EQ_I64(loam_chat_template_render(t, "{\"x\": \"\\ud800\"}", &out, NULL, &e), LOAM_E_INVAL);
+    CHECK_EQ_I64(loam_chat_template_render(t, "{\"x\": \"\\ud800\"}", &out, NULL, &e),
+                 LOAM_E_INVAL);
     CHECK_EQ_I64(loam_chat_template_render(t, "{\"x\": \"\xff\"}", &out, NULL, &e), LOAM_E_INVAL);
     CHECK_OK(loam_chat_template_render(t, "{\"x\": 99999999999999999999}", &out, NULL, &e), e);
     CHECK_STR(out, "1e+20"); /* Python would keep the integer; loam integers are 64-bit */
     loam_free(out);
     size_t n = 0;
-    CHECK_OK(loam_chat_template_render(t, "{\"x\": \"a\\u0000b\", \"x\": \"dup\"}", &out, &n, &e), e);
+    CHECK_OK(loam_chat_template_render(t, "{\"x\": \"a\\u0000b\", \"x\": \"dup\"}", &out, &n, &e),
+             e);
     CHECK_STR(out, "dup");
     CHECK_EQ_I64(n, 3);
     loam_free(out);
@@ -203,48 +218,61 @@ static void test_context_json(void) {
 }
 
 static void test_bounds(void) {
-    EXPECT_ERROR("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", NULL,
-                 LOAM_E_TEMPLATE, "loop iterations");
+    EXPECT_ERROR("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                 NULL, LOAM_E_TEMPLATE, "loop iterations");
     EXPECT_ERROR("{% for i in range(20000) %}{{ 'x' * 1000 }}{% endfor %}", NULL, LOAM_E_TEMPLATE,
                  "rendered output exceeds");
     EXPECT_ERROR("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}", NULL, LOAM_E_TEMPLATE,
                  "macro calls nest deeper than 64");
-    EXPECT_ERROR("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    EXPECT_ERROR("{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s ~ "
+                 "ns.s %}{% endfor %}",
                  NULL, LOAM_E_TEMPLATE, "memory limit");
     EXPECT_ERROR("{{ 'x' * 10000000000 }}", NULL, LOAM_E_TEMPLATE, "too large");
     EXPECT_ERROR("{% for i in range(1000000) %}{% endfor %}", NULL, LOAM_E_TEMPLATE, "MAX_RANGE");
     /* values nested 100,000 deep (built in a loop) print, compare and serialise without
      * recursing without bound */
-    EXPECT_RENDER("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
-                  "{{ (ns.x | string)[:5] }}{{ ns.x == ns.x }}{{ ns.x in [ns.x] }}{{ ns.x == [ns.x] }}",
-                  NULL, "[[[[[TrueTrueFalse");
-    EXPECT_ERROR("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}",
+    EXPECT_RENDER(
+        "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% "
+        "endfor %}"
+        "{{ (ns.x | string)[:5] }}{{ ns.x == ns.x }}{{ ns.x in [ns.x] }}{{ ns.x == [ns.x] }}",
+        NULL, "[[[[[TrueTrueFalse");
+    EXPECT_ERROR("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] "
+                 "%}{% endfor %}{{ ns.x | tojson }}",
                  NULL, LOAM_E_TEMPLATE, "nesting too deep");
-    EXPECT_ERROR("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ [ns.x, [ns.x]] | sort }}",
+    EXPECT_ERROR("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] "
+                 "%}{% endfor %}{{ [ns.x, [ns.x]] | sort }}",
                  NULL, LOAM_E_TEMPLATE, "not supported");
     /* macro recursion at the call limit, each level deep in expressions and loops */
     char rec[4096];
-    size_t rk = (size_t)snprintf(rec, sizeof rec, "{%% macro m(n) %%}{%% for i in [1] %%}{%% if n > 0 %%}{{ ");
-    for (int i = 0; i < 150; i++) rec[rk++] = '(';
+    size_t rk = (size_t)snprintf(rec, sizeof rec,
+                                 "{%% macro m(n) %%}{%% for i in [1] %%}{%% if n > 0 %%}{{ ");
+    for (int i = 0; i < 150; i++)
+        rec[rk++] = '(';
     rk += (size_t)snprintf(rec + rk, sizeof rec - rk, "m(n - 1)");
-    for (int i = 0; i < 150; i++) rec[rk++] = ')';
-    snprintf(rec + rk, sizeof rec - rk, " }}{%% endif %%}{%% endfor %%}{%% endmacro %%}{{ m(100) }}");
+    for (int i = 0; i < 150; i++)
+        rec[rk++] = ')';
+    snprintf(rec + rk, sizeof rec - rk,
+             " }}{%% endif %%}{%% endfor %%}{%% endmacro %%}{{ m(100) }}");
     EXPECT_ERROR(rec, NULL, LOAM_E_TEMPLATE, "nest");
     /* deep nesting in the source is a syntax error, not a stack overflow */
     char deep[5000];
     size_t k = 0;
     k += (size_t)snprintf(deep + k, sizeof deep - k, "{{ ");
-    for (int i = 0; i < 1500; i++) deep[k++] = '(';
+    for (int i = 0; i < 1500; i++)
+        deep[k++] = '(';
     deep[k++] = '1';
-    for (int i = 0; i < 1500; i++) deep[k++] = ')';
+    for (int i = 0; i < 1500; i++)
+        deep[k++] = ')';
     k += (size_t)snprintf(deep + k, sizeof deep - k, " }}");
     deep[k] = '\0';
     EXPECT_ERROR(deep, NULL, LOAM_E_TEMPLATE, "nest");
     k = 0;
-    for (int i = 0; i < 400; i++) k += (size_t)snprintf(deep + k, sizeof deep - k, "{%% if 1 %%}");
+    for (int i = 0; i < 400; i++)
+        k += (size_t)snprintf(deep + k, sizeof deep - k, "{%% if 1 %%}");
     EXPECT_ERROR(deep, NULL, LOAM_E_TEMPLATE, "nests too deeply");
     k = 0;
-    for (int i = 0; i < 600; i++) k += (size_t)snprintf(deep + k, sizeof deep - k, "not ");
+    for (int i = 0; i < 600; i++)
+        k += (size_t)snprintf(deep + k, sizeof deep - k, "not ");
     snprintf(deep + k, sizeof deep - k, "1");
     char src[5100];
     snprintf(src, sizeof src, "{{ %s }}", deep);
@@ -255,7 +283,8 @@ static void test_bounds(void) {
 static void test_internal_limits(void) {
     jinja_template t;
     loam_err e;
-    const char *src = "{% set ns = namespace(s='') %}{% for i in range(1000) %}{% set ns.s = ns.s ~ 'abcdefgh' %}{% endfor %}{{ ns.s | length }}";
+    const char *src = "{% set ns = namespace(s='') %}{% for i in range(1000) %}{% set ns.s = ns.s "
+                      "~ 'abcdefgh' %}{% endfor %}{{ ns.s | length }}";
     CHECK_OK(loam__jinja_parse(&t, src, strlen(src), &e), e);
     jinja_config cfg;
     loam__jinja_default_config(&cfg);
@@ -295,9 +324,11 @@ static void test_internal_limits(void) {
 }
 
 static void test_alloc_failures(void) {
-    const char *src = "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
-                      "{{ m.role | upper }}: {{ m.content | trim }}{{ m | tojson }}\n{% endfor %}{{ ns.n }}";
-    const char *ctx = "{\"messages\": [{\"role\": \"user\", \"content\": \" hi \"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}";
+    const char *src =
+        "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+        "{{ m.role | upper }}: {{ m.content | trim }}{{ m | tojson }}\n{% endfor %}{{ ns.n }}";
+    const char *ctx = "{\"messages\": [{\"role\": \"user\", \"content\": \" hi \"}, {\"role\": "
+                      "\"assistant\", \"content\": \"yo\"}]}";
     uint64_t before = loam_debug_bytes_in_use();
     int failures = 0;
     for (uint64_t n = 1; n < 200; n++) {
@@ -331,7 +362,9 @@ static void *render_many(void *arg) {
         snprintf(ctx, sizeof ctx, "{\"items\": [%d, %d, %d]}", i, i + 1, i + 2);
         snprintf(want, sizeof want, "%d,%d,%d;", i, i + 1, i + 2);
         loam_err e;
-        if (loam_chat_template_render(j->t, ctx, &out, NULL, &e) == LOAM_OK && strcmp(out, want) == 0) j->ok++;
+        if (loam_chat_template_render(j->t, ctx, &out, NULL, &e) == LOAM_OK &&
+            strcmp(out, want) == 0)
+            j->ok++;
         loam_free(out);
     }
     return NULL;
@@ -357,28 +390,44 @@ static void test_threads(void) {
 }
 
 static void test_apply_config(void) {
-    const char *cfg = "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\","
-                      " \"pad_token\": null, \"unk_token\": \"\","
-                      " \"chat_template\": [{\"name\": \"default\", \"template\": \"D{{ bos_token }}{{ eos_token }}{{ pad_token is defined }}{{ unk_token is defined }}{{ tools }}{{ x }}\"},"
-                      " {\"name\": \"tool_use\", \"template\": \"T{{ tools | length }}{{ add_generation_prompt }}{{ documents }}\"}]}";
+    const char *cfg =
+        "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\","
+        " \"pad_token\": null, \"unk_token\": \"\","
+        " \"chat_template\": [{\"name\": \"default\", \"template\": \"D{{ bos_token }}{{ eos_token "
+        "}}{{ pad_token is defined }}{{ unk_token is defined }}{{ tools }}{{ x }}\"},"
+        " {\"name\": \"tool_use\", \"template\": \"T{{ tools | length }}{{ add_generation_prompt "
+        "}}{{ documents }}\"}]}";
     char *out = NULL;
     loam_err e;
-    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", NULL, "{\"x\": 5, \"eos_token\": \"E\"}", false, &out, NULL, &e), e);
+    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", NULL, "{\"x\": 5, \"eos_token\": \"E\"}",
+                             false, &out, NULL, &e),
+             e);
     CHECK_STR(out, "D<s>EFalseFalseNone5");
     loam_free(out);
-    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", "[{\"type\": \"function\"}]", NULL, true, &out, NULL, &e), e);
+    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", "[{\"type\": \"function\"}]", NULL, true,
+                             &out, NULL, &e),
+             e);
     CHECK_STR(out, "T1TrueNone");
     loam_free(out);
-    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), "override {{ messages | length }}", "[1, 2]", NULL, NULL, true, &out, NULL, &e), e);
+    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), "override {{ messages | length }}", "[1, 2]", NULL,
+                             NULL, true, &out, NULL, &e),
+             e);
     CHECK_STR(out, "override 2");
     loam_free(out);
-    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "{\"messages\": [], \"tools\": [1, 2.0]}", NULL, NULL, true, &out, NULL, &e), e);
+    CHECK_OK(loam_chat_apply(cfg, strlen(cfg), NULL, "{\"messages\": [], \"tools\": [1, 2.0]}",
+                             NULL, NULL, true, &out, NULL, &e),
+             e);
     CHECK_STR(out, "T2TrueNone");
     loam_free(out);
-    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "{\"tools\": []}", NULL, NULL, true, &out, NULL, &e), LOAM_E_INVAL);
-    CHECK_EQ_I64(loam_chat_apply("{}", 2, NULL, "[]", NULL, NULL, true, &out, NULL, &e), LOAM_E_FORMAT);
-    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "{}", NULL, NULL, true, &out, NULL, &e), LOAM_E_INVAL);
-    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", "{}", NULL, true, &out, NULL, &e), LOAM_E_INVAL);
+    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "{\"tools\": []}", NULL, NULL, true, &out,
+                                 NULL, &e),
+                 LOAM_E_INVAL);
+    CHECK_EQ_I64(loam_chat_apply("{}", 2, NULL, "[]", NULL, NULL, true, &out, NULL, &e),
+                 LOAM_E_FORMAT);
+    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "{}", NULL, NULL, true, &out, NULL, &e),
+                 LOAM_E_INVAL);
+    CHECK_EQ_I64(loam_chat_apply(cfg, strlen(cfg), NULL, "[]", "{}", NULL, true, &out, NULL, &e),
+                 LOAM_E_INVAL);
     CHECK(out == NULL);
 }
 
@@ -392,17 +441,21 @@ static char *load_source(const char *source, size_t *len) {
     const char *name = slash ? slash + 1 : source;
     const char *at = strchr(name, '@');
     const char *rest = at ? strchr(at, '/') : NULL;
-    if (!at || !rest) return NULL;
+    if (!at || !rest)
+        return NULL;
     char path[1024];
     snprintf(path, sizeof path, "%s/.cache/%.*s%s", LOAM_TEST_DIR, (int)(at - name), name, rest);
     return slurp(path, len);
 }
 
 static char *to_json(jinja_arena *a, jinja_value v) {
-    if (v.type == JV_UNDEF || v.type == JV_NONE) return NULL;
+    if (v.type == JV_UNDEF || v.type == JV_NONE)
+        return NULL;
     jinja_buf b = {.a = a};
     char why[100];
-    if (loam__jinja_json_dump(&b, v, false, NULL, 0, NULL, NULL, false, why, sizeof why) || b.failed) return NULL;
+    if (loam__jinja_json_dump(&b, v, false, NULL, 0, NULL, NULL, false, why, sizeof why) ||
+        b.failed)
+        return NULL;
     return b.p;
 }
 
@@ -412,13 +465,17 @@ static void run_fixture_file(const char *path, int *n_total, int *n_ok) {
     size_t len;
     char *text = slurp(path, &len);
     CHECK(text != NULL);
-    if (!text) return;
+    if (!text)
+        return;
     jinja_arena a = {0};
     jinja_value root;
     char why[160];
     CHECK(loam__jinja_json_parse(&a, text, len, &root, why, sizeof why) == 0);
     bool found = true;
-    jinja_value cases = root.type == JV_LIST ? root : root.type == JV_DICT ? loam__jinja_dict_get_cstr(root.u.d, "cases", &found) : jv_undef();
+    jinja_value cases = root.type == JV_LIST ? root
+                        : root.type == JV_DICT
+                            ? loam__jinja_dict_get_cstr(root.u.d, "cases", &found)
+                            : jv_undef();
     CHECK(cases.type == JV_LIST);
     for (size_t i = 0; cases.type == JV_LIST && i < cases.u.l->n; i++) {
         jinja_dict *c = cases.u.l->v[i].u.d;
@@ -433,24 +490,32 @@ static void run_fixture_file(const char *path, int *n_total, int *n_ok) {
         size_t cfg_len = 0;
         char *cfg = source.type == JV_STR ? load_source(source.u.s.p, &cfg_len) : NULL;
         if (!cfg || !msgs) {
-            fprintf(stderr, "  %s case %zu: template source not in tests/.cache (run tests/fetch-data.sh)\n", path, i);
+            fprintf(
+                stderr,
+                "  %s case %zu: template source not in tests/.cache (run tests/fetch-data.sh)\n",
+                path, i);
             free(cfg);
             continue;
         }
         char *out = NULL;
         loam_err e = {0};
-        loam_status st = loam_chat_apply(cfg, cfg_len, NULL, msgs, tools, kw, agp.type == JV_BOOL && agp.u.b, &out, NULL, &e);
+        loam_status st = loam_chat_apply(cfg, cfg_len, NULL, msgs, tools, kw,
+                                         agp.type == JV_BOOL && agp.u.b, &out, NULL, &e);
         if (error.type == JV_STR) {
-            if (st == LOAM_E_TEMPLATE) (*n_ok)++;
-            else fprintf(stderr, "  %s case %zu: reference raised %.*s, loam: %s\n", path, i, (int)error.u.s.n,
-                         error.u.s.p, st ? e.msg : "rendered");
+            if (st == LOAM_E_TEMPLATE)
+                (*n_ok)++;
+            else
+                fprintf(stderr, "  %s case %zu: reference raised %.*s, loam: %s\n", path, i,
+                        (int)error.u.s.n, error.u.s.p, st ? e.msg : "rendered");
         } else if (st != LOAM_OK) {
             fprintf(stderr, "  %s case %zu: failed: %s\n", path, i, e.msg);
-        } else if (expected.type != JV_STR || strlen(out) != expected.u.s.n || memcmp(out, expected.u.s.p, expected.u.s.n)) {
+        } else if (expected.type != JV_STR || strlen(out) != expected.u.s.n ||
+                   memcmp(out, expected.u.s.p, expected.u.s.n)) {
             size_t k = 0;
-            while (out[k] && k < expected.u.s.n && out[k] == expected.u.s.p[k]) k++;
-            fprintf(stderr, "  %s case %zu: differs at byte %zu: want \"%.60s\" got \"%.60s\"\n", path, i, k,
-                    expected.type == JV_STR ? expected.u.s.p + k : "?", out + k);
+            while (out[k] && k < expected.u.s.n && out[k] == expected.u.s.p[k])
+                k++;
+            fprintf(stderr, "  %s case %zu: differs at byte %zu: want \"%.60s\" got \"%.60s\"\n",
+                    path, i, k, expected.type == JV_STR ? expected.u.s.p + k : "?", out + k);
         } else {
             (*n_ok)++;
         }
@@ -465,21 +530,25 @@ static void run_fixture_file(const char *path, int *n_total, int *n_ok) {
 static void test_real_templates_transformers(void) {
     DIR *d = opendir(LOAM_TEST_DIR "/data/templates");
     CHECK(d != NULL);
-    if (!d) return;
+    if (!d)
+        return;
     int total = 0, ok = 0, files = 0;
     struct dirent *ent;
     while ((ent = readdir(d))) {
         size_t l = strlen(ent->d_name);
-        if (l < 11 || strcmp(ent->d_name + l - 11, "_cases.json") != 0) continue;
-        if (strcmp(ent->d_name, "unit_cases.json") == 0) continue;
+        if (l < 11 || strcmp(ent->d_name + l - 11, "_cases.json") != 0)
+            continue;
+        if (strcmp(ent->d_name, "unit_cases.json") == 0)
+            continue;
         char path[1024];
         snprintf(path, sizeof path, "%s/data/templates/%s", LOAM_TEST_DIR, ent->d_name);
         files++;
         run_fixture_file(path, &total, &ok);
     }
     closedir(d);
-    printf("real templates vs transformers: %d of %d cases match byte for byte (%d fixture files)\n", ok, total,
-           files);
+    printf(
+        "real templates vs transformers: %d of %d cases match byte for byte (%d fixture files)\n",
+        ok, total, files);
     CHECK(files >= 5); /* qwen3, qwen2_5, llama3, llama3_1, llama3_2 */
     CHECK(total >= 241);
     CHECK_EQ_I64(ok, total);
@@ -489,18 +558,26 @@ static void test_real_templates_transformers(void) {
 static void test_tok_apply(void) {
     loam_tokenizer *tok = NULL;
     loam_err e;
-    CHECK_OK(loam_tokenizer_open_dir(&tok, LOAM_TEST_DIR "/.cache/tokenizer-llama3_2/package/models", &e), e);
+    CHECK_OK(loam_tokenizer_open_dir(&tok,
+                                     LOAM_TEST_DIR "/.cache/tokenizer-llama3_2/package/models", &e),
+             e);
     char *out = NULL;
     CHECK_OK(loam_tok_apply_chat_template(tok, "[{\"role\": \"user\", \"content\": \"Hi\"}]", NULL,
-                                          "{\"date_string\": \"26 Jul 2024\"}", true, &out, &e), e);
-    CHECK_STR(out, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-                   "Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                                          "{\"date_string\": \"26 Jul 2024\"}", true, &out, &e),
+             e);
+    CHECK_STR(out, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting "
+                   "Knowledge Date: December 2023\n"
+                   "Today Date: 26 Jul "
+                   "2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
                    "<|start_header_id|>assistant<|end_header_id|>\n\n");
     loam_free(out);
     loam_tokenizer_close(tok);
     /* a tokenizer opened from a file has no config */
-    CHECK_OK(loam_tokenizer_open(&tok, LOAM_TEST_DIR "/.cache/tokenizer-qwen3/package/models/tokenizer.json", &e), e);
-    CHECK_EQ_I64(loam_tok_apply_chat_template(tok, "[]", NULL, NULL, true, &out, &e), LOAM_E_NOTFOUND);
+    CHECK_OK(loam_tokenizer_open(
+                 &tok, LOAM_TEST_DIR "/.cache/tokenizer-qwen3/package/models/tokenizer.json", &e),
+             e);
+    CHECK_EQ_I64(loam_tok_apply_chat_template(tok, "[]", NULL, NULL, true, &out, &e),
+                 LOAM_E_NOTFOUND);
     CHECK(out == NULL);
     loam_tokenizer_close(tok);
 }

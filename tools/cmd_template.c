@@ -26,30 +26,34 @@
 #define CMD "template"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loam template -m DIR --messages FILE.json [--tools FILE.json]\n"
-            "                     [--no-generation-prompt] [--var NAME=JSON]...\n"
-            "\n"
-            "Renders DIR's chat template (chat_template.jinja, or tokenizer_config.json's\n"
-            "chat_template) for the conversation in FILE.json and prints the prompt exactly.\n"
-            "\n"
-            "  -m, --model DIR          model directory\n"
-            "  --messages FILE.json     JSON array of messages, or {\"messages\": [...], \"tools\": [...]}\n"
-            "  --tools FILE.json        JSON array of tool definitions (OpenAI format)\n"
-            "  --no-generation-prompt   do not open an assistant turn at the end\n"
-            "  --var NAME=JSON          extra template variable, e.g. --var enable_thinking=false\n");
+    fprintf(
+        f,
+        "usage: loam template -m DIR --messages FILE.json [--tools FILE.json]\n"
+        "                     [--no-generation-prompt] [--var NAME=JSON]...\n"
+        "\n"
+        "Renders DIR's chat template (chat_template.jinja, or tokenizer_config.json's\n"
+        "chat_template) for the conversation in FILE.json and prints the prompt exactly.\n"
+        "\n"
+        "  -m, --model DIR          model directory\n"
+        "  --messages FILE.json     JSON array of messages, or {\"messages\": [...], \"tools\": "
+        "[...]}\n"
+        "  --tools FILE.json        JSON array of tool definitions (OpenAI format)\n"
+        "  --no-generation-prompt   do not open an assistant turn at the end\n"
+        "  --var NAME=JSON          extra template variable, e.g. --var enable_thinking=false\n");
 }
 
 /* Reads a whole file; NULL with errno set on failure. */
 static char *read_all(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf) {
         size_t k = fread(buf + n, 1, cap - n - 1, f);
         n += k;
-        if (n + 1 < cap) break;
+        if (n + 1 < cap)
+            break;
         char *nb = cap > ((size_t)1 << 30) ? NULL : realloc(buf, cap * 2);
         if (!nb) {
             free(buf);
@@ -68,7 +72,8 @@ static char *read_all(const char *path, size_t *len) {
     fclose(f);
     if (buf) {
         buf[n] = '\0';
-        if (len) *len = n;
+        if (len)
+            *len = n;
     }
     return buf;
 }
@@ -76,7 +81,8 @@ static char *read_all(const char *path, size_t *len) {
 static char *path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);
-    if (!p) return NULL;
+    if (!p)
+        return NULL;
     memcpy(p, dir, a);
     p[a] = '/';
     memcpy(p + a + 1, name, b + 1);
@@ -86,7 +92,8 @@ static char *path_join(const char *dir, const char *name) {
 /* Appends s to the growing buffer *buf (NUL-terminated); 0 on success. */
 static int append(char **buf, size_t *len, const char *s, size_t n) {
     char *nb = realloc(*buf, *len + n + 1);
-    if (!nb) return -1;
+    if (!nb)
+        return -1;
     memcpy(nb + *len, s, n);
     *len += n;
     nb[*len] = '\0';
@@ -96,17 +103,20 @@ static int append(char **buf, size_t *len, const char *s, size_t n) {
 
 /* Appends a JSON string literal of s. */
 static int append_json_string(char **buf, size_t *len, const char *s, size_t n) {
-    if (append(buf, len, "\"", 1)) return -1;
+    if (append(buf, len, "\"", 1))
+        return -1;
     for (size_t i = 0; i < n; i++) {
         char esc[8];
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
-            if (append(buf, len, esc, 2)) return -1;
+            if (append(buf, len, esc, 2))
+                return -1;
         } else if (c < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            if (append(buf, len, esc, 6)) return -1;
+            if (append(buf, len, esc, 6))
+                return -1;
         } else if (append(buf, len, s + i, 1)) {
             return -1;
         }
@@ -131,18 +141,22 @@ int loam_cmd_template(int argc, char **argv) {
         }
         bool has_value = i + 1 < argc;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!has_value) goto missing_value;
+            if (!has_value)
+                goto missing_value;
             model = argv[++i];
         } else if (!strcmp(a, "--messages")) {
-            if (!has_value) goto missing_value;
+            if (!has_value)
+                goto missing_value;
             messages_path = argv[++i];
         } else if (!strcmp(a, "--tools")) {
-            if (!has_value) goto missing_value;
+            if (!has_value)
+                goto missing_value;
             tools_path = argv[++i];
         } else if (!strcmp(a, "--no-generation-prompt")) {
             gen = false;
         } else if (!strcmp(a, "--var")) {
-            if (!has_value) goto missing_value;
+            if (!has_value)
+                goto missing_value;
             const char *v = argv[++i];
             const char *eq = strchr(v, '=');
             if (!eq || eq == v) {
@@ -151,13 +165,17 @@ int loam_cmd_template(int argc, char **argv) {
             }
             cJSON *check = cJSON_Parse(eq + 1);
             if (!check) {
-                rc = cli_usage_error(CMD, "--var %.*s: the value is not valid JSON (strings need quotes: NAME='\"text\"')",
+                rc = cli_usage_error(CMD,
+                                     "--var %.*s: the value is not valid JSON (strings need "
+                                     "quotes: NAME='\"text\"')",
                                      (int)(eq - v), v);
                 goto done;
             }
             cJSON_Delete(check);
-            if (append(&extra, &extra_len, extra_len ? "," : "{", 1) || append_json_string(&extra, &extra_len, v, (size_t)(eq - v)) ||
-                append(&extra, &extra_len, ":", 1) || append(&extra, &extra_len, eq + 1, strlen(eq + 1))) {
+            if (append(&extra, &extra_len, extra_len ? "," : "{", 1) ||
+                append_json_string(&extra, &extra_len, v, (size_t)(eq - v)) ||
+                append(&extra, &extra_len, ":", 1) ||
+                append(&extra, &extra_len, eq + 1, strlen(eq + 1))) {
                 rc = cli_error(CMD, "out of memory");
                 goto done;
             }
@@ -220,27 +238,36 @@ int loam_cmd_template(int argc, char **argv) {
     } else {
         loam_err e = {0};
         size_t n = 0;
-        loam_status st = loam_chat_apply(cfg, cfg_len, override, messages, tools, extra, gen, &out, &n, &e);
+        loam_status st =
+            loam_chat_apply(cfg, cfg_len, override, messages, tools, extra, gen, &out, &n, &e);
         if (st == LOAM_OK) {
-            if (fwrite(out, 1, n, stdout) != n || fflush(stdout) != 0) cli_error(CMD, "writing the output: %s", strerror(errno));
-            else rc = 0;
+            if (fwrite(out, 1, n, stdout) != n || fflush(stdout) != 0)
+                cli_error(CMD, "writing the output: %s", strerror(errno));
+            else
+                rc = 0;
         } else {
             /* name the file the problem is in, instead of the library's prefix */
             static const struct {
                 const char *prefix;
                 int which;
-            } k_where[] = {{"chat template messages: ", 1}, {"chat template tools: ", 2},
-                           {"chat template extra variables: ", 3}, {"tokenizer_config.json: ", 4}};
+            } k_where[] = {{"chat template messages: ", 1},
+                           {"chat template tools: ", 2},
+                           {"chat template extra variables: ", 3},
+                           {"tokenizer_config.json: ", 4}};
             const char *where = tpl_name, *msg = e.msg;
             for (size_t k = 0; k < sizeof k_where / sizeof k_where[0]; k++) {
                 size_t pl = strlen(k_where[k].prefix);
-                if (strncmp(msg, k_where[k].prefix, pl)) continue;
+                if (strncmp(msg, k_where[k].prefix, pl))
+                    continue;
                 msg += pl;
-                where = k_where[k].which == 1 ? messages_path : k_where[k].which == 2 ? tools_path
-                        : k_where[k].which == 3 ? "--var" : cfg_path;
+                where = k_where[k].which == 1   ? messages_path
+                        : k_where[k].which == 2 ? tools_path
+                        : k_where[k].which == 3 ? "--var"
+                                                : cfg_path;
             }
             for (char *p = e.msg; *p; p++)
-                if ((unsigned char)*p < 0x20) *p = ' ';
+                if ((unsigned char)*p < 0x20)
+                    *p = ' ';
             cli_error(CMD, "%s: %s", where, msg);
         }
     }
