@@ -717,8 +717,16 @@ static void test_llama3(void) {
     CHECK_EQ_I64(loam_tok_eos_id(t), 128001);
     size_t n = encode(t, "Hello world", 11, 1, ids, 64); /* post_processor ByteLevel: no BOS */
     CHECK(n == 2 && ids[0] == 9906 && ids[1] == 1917);
-    n = encode(t, "1234567", 7, 0, ids, 64);
     CHECK_STR(pieces(t, "1234567"), "123|456|7");
+    loam_tokenizer_close(t);
+    /* Llama 3.1 adds <|begin_of_text|> through Sequence[ByteLevel, TemplateProcessing] */
+    t = open_real("llama3_1");
+    if (!t)
+        return;
+    n = encode(t, "Hello world", 11, 1, ids, 64);
+    CHECK(n == 3 && ids[0] == 128000 && ids[1] == 9906 && ids[2] == 1917);
+    n = encode(t, "Hello world", 11, 0, ids, 64);
+    CHECK(n == 2 && ids[0] == 9906);
     loam_tokenizer_close(t);
 }
 
