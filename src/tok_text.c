@@ -437,7 +437,7 @@ loam_status loam__tok_find_regex(loam__tok_enc *c, const pcre2_code *re, const c
     size_t prev = 0, last_end = 0;
     int skip_next_empty = 0;
     while (last_end <= n) {
-        int found;
+        int found = 0;
         loam_status st = match_at(c, re, s, n, last_end, 0, &found);
         if (st)
             return st;
