@@ -395,6 +395,8 @@ loam_status loam__tok_regex_compile(loam_tokenizer *tok, const char *pattern, si
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)src, src_len, opts, &ec, &eoff, cc);
     pcre2_compile_context_free(cc);
     loam__free(tr.p);
+    if (!re && ec == PCRE2_ERROR_HEAP_FAILED)
+        return loam__fail(err, LOAM_E_NOMEM, "tokenizer: out of memory");
     if (!re) {
         PCRE2_UCHAR msg[120];
         pcre2_get_error_message(ec, msg, sizeof msg);

@@ -13,10 +13,12 @@
  *    (tools/reference/tokenizer_fixtures.py): every case compared exactly.
  * Expected values of 1-4 follow the `tokenizers` source (the rules are quoted in src/tok_*.c).
  */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include "../src/tokenizer.h"
 #include "test.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #define DATA  LOAM_TEST_DIR "/data/tokenizer/"
 #define CACHE LOAM_TEST_DIR "/.cache/"
@@ -553,6 +555,87 @@ static void test_buffer_protocol(void) {
     loam_tokenizer_close(t);
 }
 
+static void test_open_dir(void) {
+    char dir[] = "/tmp/loam-tok-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    char *text;
+    size_t len;
+    loam_err e;
+    CHECK_OK(loam__read_file(DATA "byte_level.json", &text, &len, &e), e);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    CHECK_OK(loam__write_file_atomic(path, text, len, &e), e);
+    loam__free(text);
+    loam_tokenizer *t = NULL; /* no tokenizer_config.json: fine, no special ids */
+    CHECK_OK(loam_tokenizer_open_dir(&t, dir, &e), e);
+    CHECK(loam_tok_bos_id(t) == -1 && loam_tok_eos_id(t) == -1 && loam__tok_config_text(t) == NULL);
+    loam_tokenizer_close(t);
+    const char cfg[] = "{\"bos_token\": {\"content\": \"<|endoftext|>\", \"lstrip\": false},"
+                       " \"eos_token\": \"<mask>\", \"pad_token\": null}";
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    CHECK_OK(loam__write_file_atomic(path, cfg, sizeof cfg - 1, &e), e);
+    CHECK_OK(loam_tokenizer_open_dir(&t, dir, &e), e);
+    CHECK(loam_tok_bos_id(t) == 267 && loam_tok_eos_id(t) == 268 && loam_tok_pad_id(t) == -1);
+    CHECK_STR(loam__tok_config_text(t), cfg);
+    loam_tokenizer_close(t);
+    CHECK_OK(loam__write_file_atomic(path, "{\"bos_token\": ", 14, &e), e);
+    CHECK_EQ_I64(loam_tokenizer_open_dir(&t, dir, &e), LOAM_E_FORMAT);
+    CHECK(t == NULL && strstr(e.msg, "tokenizer_config.json"));
+    remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    remove(path);
+    rmdir(dir);
+    t = open_file(DATA "byte_level.json");
+    CHECK(loam__tok_config_text(t) == NULL);
+    loam_tokenizer_close(t);
+}
+
+/* Every allocation of open, encode and decode fails in turn: each failure is a clean error,
+ * and everything is given back. */
+static void test_alloc_failures(void) {
+    char *json;
+    size_t len;
+    loam_err e;
+    CHECK_OK(loam__read_file(DATA "spm_byte_fallback.json", &json, &len, &e), e);
+    uint64_t base = loam_debug_bytes_in_use();
+    int opened = 0, n_fail = 0;
+    for (uint64_t k = 1; k < 5000 && !opened; k++) {
+        loam_tokenizer *t = NULL;
+        loam_debug_fail_alloc_after(k);
+        loam_status st = loam_tokenizer_open_memory(&t, json, len, &e);
+        int32_t ids[16];
+        size_t n = 0;
+        char out[64];
+        size_t out_len;
+        if (st == LOAM_OK) {
+            st = loam_tok_encode(t, "Hello €ü", 10, 1, ids, 16, &n, &e);
+            if (st == LOAM_OK)
+                st = loam_tok_decode(t, ids, n, 0, out, sizeof out, &out_len, &e);
+            loam_tok_stream *s = NULL;
+            if (st == LOAM_OK)
+                st = loam_tok_stream_new(t, 0, &s, &e);
+            const char *x;
+            size_t xl;
+            for (size_t i = 0; st == LOAM_OK && i < n; i++)
+                st = loam_tok_stream_push(s, ids[i], &x, &xl, &e);
+            loam_tok_stream_free(s);
+            opened = st == LOAM_OK;
+        }
+        loam_debug_fail_alloc_after(0);
+        if (!opened) {
+            n_fail++;
+            if (st != LOAM_E_NOMEM) {
+                t_failed_checks++;
+                fprintf(stderr, "allocation %llu: status %d (%s)\n", (unsigned long long)k, st,
+                        e.msg);
+            }
+        }
+        loam_tokenizer_close(t);
+        CHECK_EQ_I64(loam_debug_bytes_in_use(), base);
+    }
+    CHECK(opened && n_fail > 10);
+    loam__free(json);
+}
+
 // ---- 4. streaming, threads ----------------------------------------------------------------------
 
 /* Streams ids one by one; every chunk must be valid UTF-8; the chunks must equal decode(). */
@@ -834,6 +917,8 @@ static void run_tests(void) {
     TEST(test_unsupported);
     TEST(test_invalid_utf8);
     TEST(test_buffer_protocol);
+    TEST(test_open_dir);
+    TEST(test_alloc_failures);
     TEST(test_stream);
     TEST(test_threads);
     TEST(test_qwen3);
