@@ -253,7 +253,7 @@ try {
 const q = await startServer(['--parallel', '1', '--max-queue', '0']);
 try {
   // the first request holds the only slot for a while: end-of-sequence ids banned, many tokens
-  const first = post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 3000, temperature: 1,
+  const first = post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 400, temperature: 1,
                                                   logit_bias: { 257: -100, 258: -100 } });
   await sleep(150);
   const second = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
