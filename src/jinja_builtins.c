@@ -1079,8 +1079,32 @@ static loam_status f_sort_like(jinja_render *r, jinja_value seq, const jinja_arg
     keyed *k = loam__jinja_alloc(A(r), (items->n + 1) * sizeof *k);
     if (!k)
         return loam__jinja_oom(r);
+    /* sort(attribute="a,b") sorts by several attributes (jinja2's make_multi_attrgetter) */
+    size_t n_attr = 1;
+    if (kind == 0 && have[1] && v[1].type == JV_STR)
+        for (size_t c = 0; c < v[1].u.s.n; c++)
+            n_attr += v[1].u.s.p[c] == ',';
     for (size_t i = 0; i < items->n; i++) {
         jinja_value key = items->v[i];
+        if (n_attr > 1) {
+            jinja_list *parts = loam__jinja_list_new(A(r), n_attr);
+            if (!parts)
+                return loam__jinja_oom(r);
+            const char *a = v[1].u.s.p, *end = a + v[1].u.s.n;
+            while (a <= end) {
+                const char *comma = memchr(a, ',', (size_t)(end - a));
+                if (!comma)
+                    comma = end;
+                jinja_value part;
+                TRY(attr_path(r, items->v[i], jv_str(a, (size_t)(comma - a)), &part));
+                TRY(sort_key(r, part, cs, &parts->v[parts->n++]));
+                a = comma + 1;
+            }
+            k[i].key = jv_list(parts);
+            k[i].key.flags = JF_TUPLE;
+            k[i].val = items->v[i];
+            continue;
+        }
         if (have[1] && v[1].type != JV_NONE)
             TRY(attr_path(r, key, v[1], &key));
         TRY(sort_key(r, key, cs, &k[i].key));

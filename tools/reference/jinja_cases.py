@@ -154,6 +154,7 @@ CASES = [
     ("f_round_abs", "{{ 2.5 | round }} {{ 3.5 | round }} {{ 2.675 | round(2) }} {{ 1.234 | round(1, 'ceil') }} {{ 1.99 | round(1, 'floor') }} {{ 5 | round }} {{ -3 | abs }} {{ -2.5 | abs }} {{ 1234.5 | round(-2) }}"),
     ("f_reverse", "{{ 'abc' | reverse }} {{ l | reverse | list }} {{ u8 | reverse }}"),
     ("f_sort", "{{ words | sort }} {{ words | sort(case_sensitive=true) }} {{ l | sort(reverse=true) }} {{ people | sort(attribute='age') | map(attribute='name') | list }} {{ people | sort(attribute='age', reverse=true) | map(attribute='name') | list }}"),
+    ("f_sort_multi", "{{ people | sort(attribute='age,name') | map(attribute='name') | join(',') }} {{ people | sort(attribute='age,name', reverse=true) | map(attribute='name') | join(',') }}"),
     ("f_unique", "{{ words | unique | list }} {{ words | unique(case_sensitive=true) | list }} {{ [1, 2, 1, 3] | unique | list }}"),
     ("f_minmax_sum", "{{ l | min }} {{ l | max }} {{ words | max }} {{ people | sum(attribute='age') }} {{ [0.5, 1] | sum }} {{ people | max(attribute='age') }}"),
     ("f_dictsort", "{{ {'b': 1, 'A': 3, 'c': 2} | dictsort }} {{ {'b': 1, 'A': 3, 'c': 2} | dictsort(by='value') }} {{ {'b': 1, 'A': 3, 'c': 2} | dictsort(reverse=true) }}"),
