@@ -44,7 +44,7 @@ $(BUILD)/obj/src/cpu/avx2.o:   EXTRA_ISA = $(ISA_avx2)
 $(BUILD)/obj/src/cpu/avx512.o: EXTRA_ISA = $(ISA_avx512)
 $(BUILD)/obj/src/cpu/neon.o:   EXTRA_ISA = $(ISA_neon)
 
-.PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench install clean fmt deps run examples
+.PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench cuda install clean fmt deps run examples
 all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN) $(BUILD)/tests/tiny-model
 
 $(BUILD)/obj/%.o: %.c
@@ -83,6 +83,29 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libloam.a
 # Kernel benchmarks (bench/bench_*.c): build and run each; figures go to bench/RESULTS.md.
 bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+# CUDA (never part of all/test; CI compiles it through tools/check.d/cuda-build.sh): the objects
+# of src/cuda/ and the kernel lab bench/bench_matmul_q4.cu, which links only the two C files of
+# the library it needs (status, quantization reference), so it builds without the Debian deps.
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),/usr/local/cuda/bin/nvcc)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90
+NVCCFLAGS  = -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -DLOAM_BUILD -Iinclude -Isrc \
+             $(EXTRA_NVCCFLAGS)
+CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
+CUDA_HDR  := $(wildcard src/cuda/*.h src/cuda/*.cuh) src/quant.h src/loam_internal.h include/loam.h
+cuda: $(CUDA_OBJ) $(BUILD)/bench/bench_matmul_q4
+
+$(BUILD)/obj/%.o: %.cu $(CUDA_HDR)
+	@mkdir -p $(dir $@)
+	@echo "  NVCC    $<"
+	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/bench/bench_matmul_q4: bench/bench_matmul_q4.cu $(CUDA_SRC) $(CUDA_HDR) \
+                                $(BUILD)/obj/src/status.o $(BUILD)/obj/src/quant_ref.o
+	@mkdir -p $(dir $@)
+	@echo "  NVCC    $@"
+	@$(NVCC) $(NVCCFLAGS) -o $@ $< $(BUILD)/obj/src/status.o $(BUILD)/obj/src/quant_ref.o -lm
 
 test: all
 	@tests/run.sh $(BUILD)

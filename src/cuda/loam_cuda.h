@@ -1,0 +1,105 @@
+/* loam_cuda.h: the C interface of the CUDA backend (extern "C", plain C types only).
+ *
+ * Everything CUDA is reached through this header, so C files never see a CUDA type: device
+ * pointers are void * (or typed C pointers into device memory) and streams are void *
+ * (a cudaStream_t; NULL is the default stream). Every function returns a loam_status with the
+ * CUDA error text in err (LOAM_E_CUDA), never exits and never prints.
+ *
+ * This first piece is the decode matmul for MLX affine 4-bit, group-64, bf16 scales/biases:
+ *   y [m, n] = x [m, k] · Wᵀ, m = 1..8 (FORMATS.md §1.6, transpose = True)
+ * in two launches: loam__cuda_quantize_x turns x into int8 blocks (once per x, shared by every
+ * matrix that reads the same x: q/k/v, gate/up), loam__cuda_matmul_q4 reads each weight byte
+ * once for all m rows. The kernels and their tiling are described in matmul_q4.cu; their lab
+ * (reference, variants, validation, timing) is bench/bench_matmul_q4.cu.
+ *
+ * Adding a format or changing the quantized-activation layout? Update matmul_q4.cu, this header,
+ * bench/bench_matmul_q4.cu (its host-side twin of the layout) and bench/NOTES.md.
+ */
+#ifndef LOAM_CUDA_H
+#define LOAM_CUDA_H
+
+/* The C library headers first, outside the extern "C" block: under C++ they declare overloads
+ * that must keep C++ linkage; quant.h then finds them already included. */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "quant.h"
+
+// ---- device memory ----------------------------------------------------------------------------
+
+/* *dev = bytes of device memory (cudaMalloc, 256-byte aligned); bytes 0 gives NULL and LOAM_OK. */
+loam_status loam__cuda_alloc(void **dev, size_t bytes, loam_err *err);
+/* Frees memory from loam__cuda_alloc; NULL is a no-op. */
+void loam__cuda_free(void *dev);
+/* Synchronous copies host -> device and device -> host (the host side may be unaligned or
+ * mapped). The load path will use pinned, overlapped copies; these are for tests and tools. */
+loam_status loam__cuda_upload(void *dev, const void *host, size_t bytes, loam_err *err);
+loam_status loam__cuda_download(void *host, const void *dev, size_t bytes, loam_err *err);
+/* Waits for everything queued on stream (NULL: the default stream) and reports the first
+ * asynchronous error of the work it waited for. */
+loam_status loam__cuda_sync(void *stream, loam_err *err);
+
+// ---- 4-bit group-64 matrices ------------------------------------------------------------------
+
+/* A device copy of a loam__qmat in MLX's own layout (uploaded byte for byte). */
+typedef struct loam__cuda_q4mat {
+    void *w;      /* device [n, k/8] uint32 words, 8 nibbles each, LSB first (FORMATS.md §1.3) */
+    void *scales; /* device [n, k/64] bf16 */
+    void *biases; /* device [n, k/64] bf16 */
+    int64_t n;    /* rows (output features) */
+    int64_t k;    /* columns (input features), a multiple of 64 */
+} loam__cuda_q4mat;
+
+/* Uploads W (dtype U32, bits 4, group_size 64, scale dtype BF16; anything else is
+ * LOAM_E_UNSUPPORTED, a malformed W is LOAM_E_INVAL) into fresh device memory. On success *out
+ * owns three allocations, released with loam__cuda_q4mat_free; on failure *out is zeroed. */
+loam_status loam__cuda_q4mat_upload(loam__cuda_q4mat *out, const loam__qmat *W, loam_err *err);
+/* Frees the device memory of *W and zeroes it; a zeroed struct is a no-op. */
+void loam__cuda_q4mat_free(loam__cuda_q4mat *W);
+
+// ---- quantized activations --------------------------------------------------------------------
+
+/* Largest m the q4 kernels take (decode batches; larger batches go to tensor-core kernels). */
+#define LOAM_CUDA_Q4_MAX_M 8
+
+/* Launch flags. LOAM_CUDA_LAUNCH_PDL: programmatic dependent launch. The kernel may start
+ * while the previous kernel on the stream is finishing; it reads only its weights until that
+ * kernel has completed and its writes are visible, then its inputs. Use it inside a captured
+ * decode step where each launch follows the one producing its input. */
+#define LOAM_CUDA_LAUNCH_PDL 1u
+
+/* Bytes of device scratch loam__cuda_quantize_x writes for m rows of k inputs (k a multiple of
+ * 64): m*k int8 values, then m*(k/32) pairs of float32. 0 when m or k is out of range. */
+size_t loam__cuda_xq_bytes(int64_t m, int64_t k);
+
+/* xq = x [m, k] (device float32) quantized to int8 in blocks of 32 consecutive inputs:
+ * d = max|x| / 127 per block, q = round_half_even(x / d) (q = 0 when max|x| = 0), and each
+ * block stores (d, d·Σq). Within every run of 8 inputs (one weight word) the int8 values are
+ * stored in the order 0,2,4,6,1,3,5,7 so that a word's even and odd nibbles meet their inputs
+ * without shuffles. xq is device memory of loam__cuda_xq_bytes(m, k) bytes, 16-byte aligned.
+ * Asynchronous on stream; 1 <= m <= LOAM_CUDA_Q4_MAX_M, k a positive multiple of 64; flags:
+ * LOAM_CUDA_LAUNCH_* (0 for a plain launch). */
+loam_status loam__cuda_quantize_x(const float *x, int64_t m, int64_t k, void *xq, unsigned flags,
+                                  void *stream, loam_err *err);
+
+/* y [m, n] (device float32, row-major) = x · Wᵀ with x given as loam__cuda_quantize_x's xq for
+ * the same m and k = W->k. Per group of 64 the kernel computes s·Σ q·x̂ + b·Σ x̂ in float32
+ * (x̂ = d·q_x, the quantized inputs; integer dot products through dp4a), so it matches the
+ * float32 reference on x̂ to float32 rounding, and the reference on x within the int8 error
+ * of the activations (bench/NOTES.md). Asynchronous on stream; y must not overlap xq; flags:
+ * LOAM_CUDA_LAUNCH_* (0 for a plain launch). */
+loam_status loam__cuda_matmul_q4(const loam__cuda_q4mat *W, const void *xq, int64_t m, float *y,
+                                 unsigned flags, void *stream, loam_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOAM_CUDA_H */
