@@ -764,6 +764,34 @@ LOAM_API void loam_stop_matcher_finish(loam_stop_matcher *m, const char **out, s
 /* Index of the stop string that matched, or -1. */
 LOAM_API int loam_stop_matcher_which(const loam_stop_matcher *m);
 
+// ---- fuse (issue 5) ---------------------------------------------------------------------------
+
+/* Options of loam_fuse(), filled by loam_fuse_params_default(). */
+typedef struct loam_fuse_params {
+    bool dequantize; /* write every quantized weight as float (its scale dtype) and drop the
+                        quantization keys of config.json. default false */
+    /* called after each fused or dequantized tensor (done of total); may be NULL */
+    void (*progress)(void *user, uint64_t done, uint64_t total);
+    void *user;
+} loam_fuse_params;
+
+LOAM_API loam_fuse_params loam_fuse_params_default(void);
+
+/* Merges the LoRA/DoRA adapter in adapter_dir (mlx-lm or PEFT) into the model in model_dir and
+ * writes a complete model directory to out_dir, as mlx_lm.fuse does: each adapted weight is
+ * dequantized, W + scale·(A·B)ᵀ is added (DoRA: rows rescaled by m / ||W'||), and the result
+ * re-quantized from scratch with that layer's bits and group size, unless params->dequantize.
+ * Other tensors are copied unchanged; config.json keeps its quantization dict (both keys removed
+ * with dequantize); tokenizer and generation files are copied. out_dir must not exist or be
+ * empty; everything is written to "out_dir.tmp.<pid>" and renamed at the end, so out_dir is
+ * complete or absent. params may be NULL. Errors: those of loam_modeldir_open and of adapter
+ * loading (LOAM_E_FORMAT / LOAM_E_UNSUPPORTED naming the file and tensor), LOAM_E_UNSUPPORTED
+ * for a lora_bias adapter or a non-affine quantization, LOAM_E_INVAL when out_dir is not empty,
+ * LOAM_E_IO / LOAM_E_NOMEM. Runs on all cores (OpenMP). */
+LOAM_API loam_status loam_fuse(const char *model_dir, const char *adapter_dir,
+                               const char *out_dir, const loam_fuse_params *params,
+                               loam_err *err);
+
 // ---- engine: continuous batching (issues 5, 7, 8) ---------------------------------------------
 
 /* An engine owns one session of a model and a worker thread that advances every active request
