@@ -7,9 +7,14 @@
  * DoRA factors match m / ||W + s·(A·B)ᵀ||_row computed in double; loam__lora_apply matches a
  * double-precision y + s·x·A·B (⊙ dora); every refused input gives its status and a message
  * naming the file and the tensor.
+ * Fixtures: tests/data/models/<case>/adapter_mlx and adapter_peft (written by mlx-lm and PEFT
+ * from one trained adapter, tools/reference): both load to the same normalised tensors, scales
+ * and DoRA factors, on the modules case.json lists.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "json.h"
 #include "lora.h"
+#include "model.h"
 
 #include "test.h"
 
@@ -824,6 +829,109 @@ static void test_alloc_failures(void) {
     free_owned();
 }
 
+
+// ---- the reference fixtures -------------------------------------------------------------------
+
+static const loam__qmat *fixture_weight(void *user, int32_t layer, loam__mod mod) {
+    const loam_model *m = user;
+    return &m->layers[layer].lin[mod].w;
+}
+
+static void test_fixtures(void) {
+    static const char *cases[] = {"qwen3_bf16",          "qwen3_q4_g64_tied",
+                                  "qwen3_q4_g32_gqa4_dora", "qwen3_q4_g64_override",
+                                  "qwen3_q8_g32_gqa1_f16", "llama3_q4_g64",
+                                  "qwen2_q4_g64_tied",   "qwen3_q3_g64_tied",
+                                  "qwen3_q4_g128_h64"};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char dir[512], amlx[600], apeft[600], cpath[600];
+        snprintf(dir, sizeof dir, "%s/data/models/%s", LOAM_TEST_DIR, cases[c]);
+        snprintf(amlx, sizeof amlx, "%s/adapter_mlx", dir);
+        snprintf(apeft, sizeof apeft, "%s/adapter_peft", dir);
+        snprintf(cpath, sizeof cpath, "%s/case.json", dir);
+        loam_err e = {0};
+        char *text = NULL;
+        size_t len = 0;
+        cJSON *cj = NULL;
+        CHECK_OK(loam__read_file(cpath, &text, &len, &e), e);
+        if (text) CHECK_OK(loam__json_parse(text, len, "case.json", &cj, &e), e);
+        loam_model *m = NULL;
+        CHECK_OK(loam_model_open(&m, dir, NULL, &e), e);
+        if (!cj || !m) {
+            fprintf(stderr, "  fixture %s unusable\n", cases[c]);
+            loam__free(text);
+            cJSON_Delete(cj);
+            loam_model_close(m);
+            continue;
+        }
+        loam__lora_base base;
+        memset(&base, 0, sizeof base);
+        base.n_layer = m->cfg.n_layer;
+        for (int k = 0; k < LOAM__N_MOD; k++) {
+            base.in[k] = m->layers[0].lin[k].w.k;
+            base.out[k] = m->layers[0].lin[k].w.n;
+        }
+        base.weight = fixture_weight;
+        base.user = m;
+        loam__adapter *am = NULL, *ap = NULL;
+        CHECK_OK(loam__adapter_load(&am, amlx, &base, &e), e);
+        const cJSON *ma = cJSON_GetObjectItemCaseSensitive(cj, "mlx_adapter");
+        const cJSON *mods = cJSON_GetObjectItemCaseSensitive(ma, "modules");
+        double scale = cJSON_GetObjectItemCaseSensitive(ma, "scale")->valuedouble;
+        int rank = (int)cJSON_GetObjectItemCaseSensitive(ma, "rank")->valuedouble;
+        bool dora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ma, "dora"));
+        /* exactly the listed modules are adapted, with the listed rank and scale */
+        int listed = 0, adapted = 0;
+        for (int32_t l = 0; am && l < base.n_layer; l++)
+            for (int k = 0; k < LOAM__N_MOD; k++) {
+                char name[96];
+                snprintf(name, sizeof name, "model.layers.%d.%s", l, loam__mod_path[k]);
+                bool want = false;
+                for (const cJSON *it = mods ? mods->child : NULL; it; it = it->next)
+                    want |= strcmp(it->valuestring, name) == 0;
+                const loam__lora_mod *lm = loam__adapter_mod(am, l, (loam__mod)k);
+                listed += want;
+                adapted += lm != NULL;
+                CHECK(want == (lm != NULL));
+                if (lm) {
+                    CHECK_EQ_I64(lm->r, rank);
+                    CHECK_CLOSE(lm->scale, scale, 1e-6);
+                    CHECK((lm->dora != NULL) == dora);
+                }
+            }
+        CHECK_EQ_I64(adapted, listed);
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cj, "mlx_and_peft_same_adapter"))) {
+            CHECK_OK(loam__adapter_load(&ap, apeft, &base, &e), e);
+            CHECK_STR(loam__adapter_format(ap), "peft");
+            int differ = 0;
+            double dora_worst = 0;
+            for (int32_t l = 0; am && ap && l < base.n_layer; l++)
+                for (int k = 0; k < LOAM__N_MOD; k++) {
+                    const loam__lora_mod *x = loam__adapter_mod(am, l, (loam__mod)k);
+                    const loam__lora_mod *y = loam__adapter_mod(ap, l, (loam__mod)k);
+                    CHECK((x == NULL) == (y == NULL));
+                    if (!x || !y) continue;
+                    CHECK_EQ_I64(x->r, y->r);
+                    CHECK_CLOSE(x->scale, y->scale, 1e-6 * fabs(x->scale));
+                    size_t na = (size_t)(base.in[k] * x->r), nb = (size_t)(base.out[k] * x->r);
+                    differ += memcmp(x->a, y->a, na * sizeof(float)) != 0;
+                    differ += memcmp(x->b, y->b, nb * sizeof(float)) != 0;
+                    CHECK((x->dora == NULL) == (y->dora == NULL));
+                    for (int64_t o = 0; x->dora && y->dora && o < base.out[k]; o++)
+                        dora_worst = fmax(dora_worst, fabs(x->dora[o] - y->dora[o]) / fabs(x->dora[o]));
+                }
+            if (differ) fprintf(stderr, "  fixture %s: %d A/B tensors differ\n", cases[c], differ);
+            CHECK_EQ_I64(differ, 0);
+            CHECK(dora_worst < 1e-6);
+        }
+        loam__adapter_free(am);
+        loam__adapter_free(ap);
+        loam_model_close(m);
+        cJSON_Delete(cj);
+        loam__free(text);
+    }
+}
+
 static void remove_tree(const char *root) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
@@ -847,6 +955,7 @@ static void run_tests(void) {
     TEST(test_lora_bias);
     TEST(test_errors);
     TEST(test_alloc_failures);
+    TEST(test_fixtures);
     teardown_adapter_values();
     teardown_base();
     remove_tree(g_root);
