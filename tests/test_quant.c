@@ -13,8 +13,8 @@
  *     int8 path (4-bit g64): |Δy| ≤ Σ_g |s_g|·Σ_i |q_i − 8|·d_g/2 (kernels.h) + float slack;
  *       and SIMD tables equal the scalar table up to float summation order;
  *       relative L2 error on Gaussian data ≤ 1e-2 (expected ~0.5%, see check_l2).
- *     float paths (dense, generic widths): summation order only, |Δy| ≤ (k+64)·2^-24·Σ|w·x|
- *       (the classic γ_k worst case for both sums).
+ *     float paths (dense, generic widths): summation order only, the γ_k worst case
+ *       (k+64)·2^-24 times the sum of the magnitudes the kernels add (see bounds()).
  * - The MLX fixtures are checked by test_quant_fixtures.c (it needs the safetensors reader,
  *   which this file does without so that it cross-builds for aarch64 alone).
  */
@@ -283,14 +283,21 @@ static double worst_ratio(const float *y, const float *ref, const double *bound,
     return worst;
 }
 
-/* Per-output tolerances for W and x: bound_f = (k+64)·2^-24·Σ|w·x| (float order only) and, for
- * the 4-bit g64 int8 path, bound_q = Σ_g |s_g|·Σ_i |q_i−8|·d_g/2·(1+1e-6) + 8·bound_f
- * (c_g and the bias term add a few more float roundings of terms of size |s|·8·|x|, |b|·|x|). */
+/* Per-output tolerances for W and x:
+ *   bound_f = (k+64)·2^-24·(Σ|w·x| + Σ_g (n_bins·|s_g| + |b_g|)·Σ_{i∈g}|x_i|)
+ *     float summation order only (the classic γ_k worst case for both sums); the second term
+ *     covers kernels that form s·q and b·x separately (the identity, or w = fma(q, s, b) in the
+ *     generic path), whose roundings are relative to those terms rather than to w;
+ *   bound_q = Σ_g |s_g|·Σ_i |q_i−8|·d_g/2·(1+1e-6) + 8·bound_f for the 4-bit g64 int8 path
+ *     (kernels.h: only the centred part meets the rounded activations). */
 static void bounds(const loam__qmat *W, const float *x, int64_t m, double *bf, double *bq) {
     const int64_t n = W->n, k = W->k;
     float *row = loam__malloc(sizeof(float) * (size_t)k);
     uint8_t *q = loam__malloc((size_t)k);
-    int is_q4 = W->dtype == LOAM_DTYPE_U32 && W->fmt.bits == 4 && W->fmt.group_size == 64;
+    const int quant = W->dtype == LOAM_DTYPE_U32;
+    const int is_q4 = quant && W->fmt.bits == 4 && W->fmt.group_size == 64;
+    const int64_t gs = quant ? W->fmt.group_size : 1, ng = k / gs;
+    const double n_bins = quant ? (double)((1 << W->fmt.bits) - 1) : 0.0;
     for (int64_t r = 0; r < n; r++) {
         loam__qmat_row(W, r, row);
         if (is_q4) loam__qunpack((const uint8_t *)W->w + r * k / 2, 4, 0, k, q);
@@ -298,19 +305,18 @@ static void bounds(const loam__qmat *W, const float *x, int64_t m, double *bf, d
             const float *xa = x + a * k;
             double sabs = 0.0, qb = 0.0, extra = 0.0;
             for (int64_t j = 0; j < k; j++) sabs += fabs((double)row[j] * xa[j]);
-            if (is_q4)
-                for (int64_t g = 0; g < k / 64; g++) {
-                    double amax = 0.0, qs = 0.0, xs = 0.0;
-                    for (int i = 0; i < 64; i++) {
-                        amax = fmax(amax, fabs(xa[g * 64 + i]));
-                        qs += fabs((double)q[g * 64 + i] - 8.0);
-                        xs += fabs(xa[g * 64 + i]);
-                    }
-                    double s = fabs(loam__load_float(W->scales, W->fmt.scale_dtype, (size_t)(r * (k / 64) + g)));
-                    double b = fabs(loam__load_float(W->biases, W->fmt.scale_dtype, (size_t)(r * (k / 64) + g)));
-                    qb += s * qs * (amax / 127.0) * 0.5 * (1.0 + 1e-6);
-                    extra += (8.0 * s + b) * xs;
+            for (int64_t g = 0; quant && g < ng; g++) {
+                double amax = 0.0, qs = 0.0, xs = 0.0;
+                for (int64_t i = g * gs; i < (g + 1) * gs; i++) {
+                    amax = fmax(amax, fabs(xa[i]));
+                    xs += fabs(xa[i]);
+                    if (is_q4) qs += fabs((double)q[i] - 8.0);
                 }
+                double s = fabs(loam__load_float(W->scales, W->fmt.scale_dtype, (size_t)(r * ng + g)));
+                double b = fabs(loam__load_float(W->biases, W->fmt.scale_dtype, (size_t)(r * ng + g)));
+                qb += s * qs * (amax / 127.0) * 0.5 * (1.0 + 1e-6);
+                extra += (n_bins * s + b) * xs;
+            }
             double f = (double)(k + 64) * 0x1p-24 * (sabs + extra);
             bf[a * n + r] = f + 1e-30;
             bq[a * n + r] = qb + 8.0 * f + 1e-30;

@@ -14,6 +14,7 @@
  *
  * Dense F32/F16/BF16: 8 weights per load converted to float (bf16: widen and shift left 16,
  * f16: vcvtph2ps), one FMA per activation row; the k % 8 tail in scalar code.
+ * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x.
  * Weights come from mmap and may be unaligned: every weight load is unaligned.
  */
 #if defined(__x86_64__)
@@ -22,6 +23,7 @@
 #include <immintrin.h>
 
 #define INLINE static inline __attribute__((always_inline))
+#define PREFETCH_ROWS 2
 
 INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -52,17 +54,52 @@ INLINE __m256 load8_float(const void *base, loam_dtype t, size_t gi, int64_t gn)
 
 // ---- 4-bit, group 64 --------------------------------------------------------------------------
 
+/* One group g (of the chunk starting at g0) of every (row, activation row) of the tile. */
+INLINE void q4_group(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_t a, int64_t g0,
+                     int64_t g, const __m256 *s8, const __m256 *d8, __m256 acc[4][4], const int R,
+                     const int A) {
+    const int64_t ng = xq->n_groups, gp = xq->n_gpad;
+    const uint8_t *w = (const uint8_t *)W->w;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i idx = _mm256_set1_epi32((int)g);
+    __m256i lo[4], hi[4];
+    __m256 sg[4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
+        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u),
+                                 _MM_HINT_T0);
+        __m256i wv = _mm256_loadu_si256((const __m256i *)wp);
+        lo[i] = _mm256_and_si256(wv, m4);
+        hi[i] = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
+        sg[i] = _mm256_permutevar8x32_ps(s8[i], idx);
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < A; j++) {
+        const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
+        __m256i xlo = _mm256_load_si256((const __m256i *)q);
+        __m256i xhi = _mm256_load_si256((const __m256i *)(q + 32));
+        __m256 dg = _mm256_permutevar8x32_ps(d8[j], idx);
+        #pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xlo),
+                                         _mm256_maddubs_epi16(hi[i], xhi));
+            __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            acc[i][j] = _mm256_fmadd_ps(f, _mm256_mul_ps(sg[i], dg), acc[i][j]);
+        }
+    }
+}
+
 INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_t a, float *y,
                     const int R, const int A) {
     const int64_t ng = xq->n_groups, gp = xq->n_gpad;
     const loam_dtype st = W->fmt.scale_dtype;
-    const uint8_t *w = (const uint8_t *)W->w;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
+    /* a 1×1 tile alternates two accumulators so consecutive groups do not wait on one FMA */
+    __m256 acc[4][4], acc2[4][4];
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = _mm256_setzero_ps();
+        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm256_setzero_ps();
 
     for (int64_t g0 = 0; g0 < ng; g0 += 8) {
         const int64_t gn = ng - g0 < 8 ? ng - g0 : 8;
@@ -82,44 +119,23 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
         #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             d8[j] = _mm256_load_ps(xq->d + (size_t)(a + j) * (size_t)gp + (size_t)g0);
-
-        for (int64_t g = 0; g < gn; g++) {
-            const __m256i idx = _mm256_set1_epi32((int)g);
-            __m256i lo[4], hi[4];
-            __m256 sg[4];
-            #pragma GCC unroll 4
-            for (int i = 0; i < R; i++) {
-                const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
-                __m256i wv = _mm256_loadu_si256((const __m256i *)wp);
-                lo[i] = _mm256_and_si256(wv, m4);
-                hi[i] = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
-                sg[i] = _mm256_permutevar8x32_ps(s8[i], idx);
-            }
-            #pragma GCC unroll 4
-            for (int j = 0; j < A; j++) {
-                const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
-                __m256i xlo = _mm256_load_si256((const __m256i *)q);
-                __m256i xhi = _mm256_load_si256((const __m256i *)(q + 32));
-                __m256 dg = _mm256_permutevar8x32_ps(d8[j], idx);
-                #pragma GCC unroll 4
-                for (int i = 0; i < R; i++) {
-                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xlo),
-                                                 _mm256_maddubs_epi16(hi[i], xhi));
-                    __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                    acc[i][j] = _mm256_fmadd_ps(f, _mm256_mul_ps(sg[i], dg), acc[i][j]);
-                }
-            }
+        int64_t g = 0;
+        for (; g + 1 < gn; g += 2) {
+            q4_group(W, r, xq, a, g0, g, s8, d8, acc, R, A);
+            q4_group(W, r, xq, a, g0, g + 1, s8, d8, R * A == 1 ? acc2 : acc, R, A);
         }
+        if (g < gn) q4_group(W, r, xq, a, g0, g, s8, d8, acc, R, A);
     }
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
-            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = hsum8(acc[i][j]);
+            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
+                hsum8(_mm256_add_ps(acc[i][j], acc2[i][j]));
 }
 
 static void q4_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
-    q4_tile(W, r, (const loam__actq *)x, a, y, 4, 1);
+    q4_tile(W, r, (const loam__actq *)x, a, y, 1, 1);
 }
 static void q4_mm(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
     q4_tile(W, r, (const loam__actq *)x, a, y, 2, 4);
@@ -192,24 +208,29 @@ static void dense_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, 
     dense_dispatch(W, r, x, a, y, 1, 1);
 }
 
-static float dot_f32(const float *a, const float *b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+static float dot_qf(const uint8_t *q, const float *s, const float *b, int gs, const float *x,
+                    int64_t len) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t g = 0; g < len / gs; g++) {
+        const __m256 vs = _mm256_set1_ps(s[g]), vb = _mm256_set1_ps(b[g]);
+        const uint8_t *qg = q + g * gs;
+        const float *xg = x + g * gs;
+        for (int i = 0; i < gs; i += 16) {
+            __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + i))));
+            __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + i + 8))));
+            acc0 = _mm256_fmadd_ps(_mm256_fmadd_ps(q0, vs, vb), _mm256_loadu_ps(xg + i), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_fmadd_ps(q1, vs, vb), _mm256_loadu_ps(xg + i + 8), acc1);
+        }
     }
-    float s = hsum8(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
 const loam__kernels loam__kernels_avx2 = {
     .name = "avx2",
     .act_order = LOAM__ACT_EVEN_ODD,
-    .q4 = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
+    .q4 = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
     .dense = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
               .one = dense_one},
-    .dot_f32 = dot_f32,
+    .dot_qf = dot_qf,
 };
 #endif

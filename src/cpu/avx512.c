@@ -19,6 +19,7 @@
  *
  * Dense F32/F16/BF16: 16 weights per load converted to float (bf16: widen, shift left 16;
  * f16: vcvtph2ps), one FMA per activation row, the k % 16 tail with masked loads.
+ * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x.
  */
 #if defined(__x86_64__)
 #include "cpu/kernels.h"
@@ -53,21 +54,51 @@ INLINE __m512 load16_scales(const void *base, loam_dtype t, size_t gi, int64_t n
 
 // ---- 4-bit, group 64 --------------------------------------------------------------------------
 
+/* The pair of groups g, g+1 (of the chunk at g0; g+1 may be past the row's last group, gn) of
+ * every (row, activation row) of the tile; idx spreads s·d of g, g+1 over lanes 0-7, 8-15. */
+INLINE void q4_pair(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_t a, int64_t g0,
+                    int64_t g, int64_t gn, __m512i idx, __m512 sd[4][4], __m512 acc[4][4],
+                    const int R, const int A) {
+    const int64_t ng = xq->n_groups, gp = xq->n_gpad;
+    const uint8_t *w = (const uint8_t *)W->w;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512i lo[4], hi[4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
+        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u),
+                                 _MM_HINT_T0);
+        __m512i wv = g + 1 < gn ? _mm512_loadu_si512(wp)
+                                : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)wp));
+        lo[i] = _mm512_and_si512(wv, m4);
+        hi[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < A; j++) {
+        const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
+        __m512i xlo = _mm512_load_si512(q), xhi = _mm512_load_si512(q + 64);
+        #pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], xlo);
+            s = _mm512_dpbusd_epi32(s, hi[i], xhi);
+            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, sd[i][j]),
+                                        acc[i][j]);
+        }
+    }
+}
+
 INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_t a, float *y,
                     const int R, const int A) {
     const int64_t ng = xq->n_groups, gp = xq->n_gpad;
     const loam_dtype st = W->fmt.scale_dtype;
-    const uint8_t *w = (const uint8_t *)W->w;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi32(2);
+    const __m512i two = _mm512_set1_epi32(2);
     const __m512i pair0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    /* matrix-vector: the weights of the next rows, PREFETCH_ROWS ahead (hardware prefetchers
-     * stop at 4 KiB pages) */
-    const size_t prefetch = (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u;
-    __m512 acc[4][4];
+    /* a 1×1 tile alternates two accumulators so consecutive pairs do not wait on one FMA */
+    __m512 acc[4][4], acc2[4][4];
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = _mm512_setzero_ps();
+        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
 
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         const int64_t gn = ng - g0 < 16 ? ng - g0 : 16;
@@ -85,39 +116,22 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
                 acc[i][j] = _mm512_fmadd_ps(b16, _mm512_load_ps(xq->sum + o), acc[i][j]);
             }
         }
-        /* pairs of groups: idx spreads s·d of groups g, g+1 over lanes 0-7, 8-15 */
         __m512i idx = pair0;
-        for (int64_t g = 0; g < gn; g += 2, idx = _mm512_add_epi32(idx, two)) {
-            __m512i lo[4], hi[4];
-            #pragma GCC unroll 4
-            for (int i = 0; i < R; i++) {
-                const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
-                if (A == 1) _mm_prefetch((const char *)(wp + prefetch), _MM_HINT_T0);
-                __m512i wv = g + 1 < gn
-                                 ? _mm512_loadu_si512(wp)
-                                 : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)wp));
-                lo[i] = _mm512_and_si512(wv, m4);
-                hi[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
-            }
-            #pragma GCC unroll 4
-            for (int j = 0; j < A; j++) {
-                const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
-                __m512i xlo = _mm512_load_si512(q), xhi = _mm512_load_si512(q + 64);
-                #pragma GCC unroll 4
-                for (int i = 0; i < R; i++) {
-                    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], xlo);
-                    s = _mm512_dpbusd_epi32(s, hi[i], xhi);
-                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),
-                                                _mm512_permutexvar_ps(idx, sd[i][j]), acc[i][j]);
-                }
-            }
+        int64_t g = 0;
+        for (; g + 2 < gn; g += 4) {
+            q4_pair(W, r, xq, a, g0, g, gn, idx, sd, acc, R, A);
+            idx = _mm512_add_epi32(idx, two);
+            q4_pair(W, r, xq, a, g0, g + 2, gn, idx, sd, R * A == 1 ? acc2 : acc, R, A);
+            idx = _mm512_add_epi32(idx, two);
         }
+        if (g < gn) q4_pair(W, r, xq, a, g0, g, gn, idx, sd, acc, R, A);
     }
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
-            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = _mm512_reduce_add_ps(acc[i][j]);
+            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
+                _mm512_reduce_add_ps(_mm512_add_ps(acc[i][j], acc2[i][j]));
 }
 
 static void q4_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
@@ -182,13 +196,21 @@ static void dense_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, 
     dense_dispatch(W, r, x, a, y, 1, 1);
 }
 
-static float dot_f32(const float *a, const float *b, int64_t n) {
-    __m512 s = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 mk = mask16(n - i);
-        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + i), _mm512_maskz_loadu_ps(mk, b + i), s);
+static float dot_qf(const uint8_t *q, const float *s, const float *b, int gs, const float *x,
+                    int64_t len) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int64_t g = 0; g < len / gs; g++) {
+        const __m512 vs = _mm512_set1_ps(s[g]), vb = _mm512_set1_ps(b[g]);
+        const uint8_t *qg = q + g * gs;
+        const float *xg = x + g * gs;
+        for (int i = 0; i < gs; i += 32) {
+            __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + i))));
+            __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + i + 16))));
+            acc0 = _mm512_fmadd_ps(_mm512_fmadd_ps(q0, vs, vb), _mm512_loadu_ps(xg + i), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_fmadd_ps(q1, vs, vb), _mm512_loadu_ps(xg + i + 16), acc1);
+        }
     }
-    return _mm512_reduce_add_ps(s);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
 
 const loam__kernels loam__kernels_avx512 = {
@@ -197,6 +219,6 @@ const loam__kernels loam__kernels_avx512 = {
     .q4 = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
     .dense = {.mv_rows = 4, .mm_rows = 4, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
               .one = dense_one},
-    .dot_f32 = dot_f32,
+    .dot_qf = dot_qf,
 };
 #endif

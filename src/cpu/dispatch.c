@@ -14,8 +14,9 @@
  *    block's weights (mm tiles, then mv tiles for the leftover activation rows), so the block
  *    stays in L1/L2 and every weight byte comes from memory once per call, whatever m is.
  *  - dense F32/F16/BF16: the same walk with float x and the dense tiles.
- *  - every other width / group size (the generic path): a chunk of a weight row is dequantized
- *    into float (fl(fl(s·q)+b), as the reference) and dotted with every activation row.
+ *  - every other width / group size (the generic path): a chunk of a weight row is unpacked to
+ *    one byte per element and the table's dot_qf computes Σ (s·q + b)·x in float against every
+ *    activation row (x stays float: no activation rounding on this path).
  *
  * Threads: one OpenMP parallel region per call (activation quantization split over the
  * threads, a barrier, then the rows). Measured against a spinning pthread pool in
@@ -66,7 +67,7 @@ static int cpu_can_run(const loam__kernels *kt) {
 
 #define N_TABLES (sizeof k_tables / sizeof k_tables[0])
 #define ROW_BLOCK 16 /* a multiple of every table's mv_rows and mm_rows */
-#define GEN_CHUNK 512 /* generic path: floats dequantized at a time (a multiple of 128) */
+#define GEN_CHUNK 512 /* generic path: elements unpacked at a time (a multiple of 128) */
 
 // ---- selection --------------------------------------------------------------------------------
 
@@ -181,43 +182,60 @@ static void tiles_run(const loam__tiles *t, const loam__qmat *W, const void *x, 
     }
 }
 
-/* Generic path: dequantize GEN_CHUNK elements of one row at a time (fast unpack of whole
- * groups through a zero-padded copy, so 64-bit reads never leave the group), dot with every
- * activation row. */
-static void dequant_chunk(const loam__qmat *W, int64_t r, int64_t j0, int64_t len, float *out) {
-    const int gs = W->fmt.group_size, bits = W->fmt.bits;
-    const uint32_t mask = (1u << bits) - 1u;
-    const size_t gbytes = (size_t)gs * (size_t)bits / 8u, n_groups = (size_t)(W->k / gs);
-    const uint8_t *row = (const uint8_t *)W->w + (size_t)r * ((size_t)W->k * (size_t)bits / 8u);
-    uint8_t buf[128 + 8];
-    for (int64_t g = j0 / gs; g < (j0 + len) / gs; g++) {
-        size_t gi = (size_t)r * n_groups + (size_t)g;
-        float s = loam__load_float(W->scales, W->fmt.scale_dtype, gi);
-        float b = loam__load_float(W->biases, W->fmt.scale_dtype, gi);
-        memcpy(buf, row + (size_t)g * gbytes, gbytes);
-        memset(buf + gbytes, 0, 8);
-        float *o = out + (g * gs - j0);
-        for (int i = 0; i < gs; i++) {
-            size_t bit = (size_t)i * (size_t)bits;
-            uint32_t q = (uint32_t)(loam__rd_u64le(buf + (bit >> 3)) >> (bit & 7u)) & mask;
-            float sq = s * (float)q;
-            o[i] = sq + b;
-        }
+/* Generic path: unpack GEN_CHUNK elements of one row into bytes (whole packs: 8 values in 3
+ * bytes for 3 bits, in 5 for 5 bits, 4 in 3 for 6 bits, 2 per byte for 4, 4 per byte for 2;
+ * 8-bit rows are used as they are), then the table's dot_qf with every activation row. */
+static inline void unpack_packs(const uint8_t *src, int64_t n_packs, const int bits,
+                                const int per, const int bytes, uint8_t *q) {
+    const uint64_t mask = (1u << bits) - 1u;
+    /* one 8-byte load per pack while 8 bytes remain in the chunk, byte by byte after */
+    const int64_t fast = n_packs * bytes >= 8 ? (n_packs * bytes - 8) / bytes + 1 : 0;
+    for (int64_t p = 0; p < n_packs; p++) {
+        uint64_t v = 0;
+        if (p < fast) v = loam__rd_u64le(src + p * bytes);
+        else
+            for (int b = 0; b < bytes; b++) v |= (uint64_t)src[p * bytes + b] << (8 * b);
+        for (int e = 0; e < per; e++) q[p * per + e] = (uint8_t)((v >> (e * bits)) & mask);
+    }
+}
+
+static void unpack_chunk(const uint8_t *row, int bits, int64_t j0, int64_t len, uint8_t *q) {
+    const uint8_t *src = row + (size_t)j0 * (size_t)bits / 8u;
+    switch (bits) {
+    case 2: unpack_packs(src, len / 4, 2, 4, 1, q); break;
+    case 3: unpack_packs(src, len / 8, 3, 8, 3, q); break;
+    case 4: unpack_packs(src, len / 2, 4, 2, 1, q); break;
+    case 5: unpack_packs(src, len / 8, 5, 8, 5, q); break;
+    case 6: unpack_packs(src, len / 4, 6, 4, 3, q); break;
+    default: memcpy(q, src, (size_t)len); break;
     }
 }
 
 static void generic_run(const loam__kernels *kt, const loam__qmat *W, const float *x, int64_t m,
                         int64_t r0, int64_t r1, float *y) {
     const int64_t k = W->k, n = W->n;
-    float chunk[GEN_CHUNK];
+    const int gs = W->fmt.group_size, bits = W->fmt.bits;
+    const size_t row_bytes = (size_t)k * (size_t)bits / 8u, n_groups = (size_t)(k / gs);
+    uint8_t qbuf[GEN_CHUNK];
+    float s[GEN_CHUNK / 32], b[GEN_CHUNK / 32];
     for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)W->w + (size_t)r * row_bytes;
         for (int64_t a = 0; a < m; a++) y[(size_t)a * (size_t)n + (size_t)r] = 0.0f;
         for (int64_t j0 = 0; j0 < k; j0 += GEN_CHUNK) {
             int64_t len = k - j0 < GEN_CHUNK ? k - j0 : GEN_CHUNK;
-            dequant_chunk(W, r, j0, len, chunk);
+            const uint8_t *q = row + j0;
+            if (bits != 8) {
+                unpack_chunk(row, bits, j0, len, qbuf);
+                q = qbuf;
+            }
+            for (int64_t g = 0; g < len / gs; g++) {
+                size_t gi = (size_t)r * n_groups + (size_t)(j0 / gs + g);
+                s[g] = loam__load_float(W->scales, W->fmt.scale_dtype, gi);
+                b[g] = loam__load_float(W->biases, W->fmt.scale_dtype, gi);
+            }
             for (int64_t a = 0; a < m; a++)
                 y[(size_t)a * (size_t)n + (size_t)r] +=
-                    kt->dot_f32(chunk, x + (size_t)a * (size_t)k + (size_t)j0, len);
+                    kt->dot_qf(q, s, b, gs, x + (size_t)a * (size_t)k + (size_t)j0, len);
         }
     }
 }

@@ -60,8 +60,11 @@ typedef struct loam__kernels {
     int act_order;    /* LOAM__ACT_EVEN_ODD or LOAM__ACT_PAIRS */
     loam__tiles q4;   /* 4-bit, group 64, scales/biases of any float dtype */
     loam__tiles dense; /* F32 / F16 / BF16 weights */
-    /* Σ a[i]·b[i] over n floats (the generic path: a dequantized chunk against x) */
-    float (*dot_f32)(const float *a, const float *b, int64_t n);
+    /* The generic path (every width and group size but 4-bit/64): Σ_i (s_g·q_i + b_g)·x_i
+     * over len elements (a whole number of groups of gs), q one unsigned byte per element
+     * (unpacked, or the packed row itself for 8 bits), s and b one float per group. */
+    float (*dot_qf)(const uint8_t *q, const float *s, const float *b, int gs, const float *x,
+                    int64_t len);
 } loam__kernels;
 
 /* Defined only where the ISA exists (avx2/avx512 on x86-64, neon on aarch64). */

@@ -11,7 +11,8 @@
  * Tiles: mv 4 rows × 1 activation row, mm 2 rows × 4 activation rows.
  *
  * Dense F32/F16/BF16: 4 weights per load as float (bf16: widen with shift 16, f16: fcvtl), one
- * FMA per activation row, k % 4 tail in scalar code. Weight loads are byte loads (vld1q_u8)
+ * FMA per activation row, k % 4 tail in scalar code.
+ * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x. Weight loads are byte loads (vld1q_u8)
  * reinterpreted, so unaligned mmap data is fine.
  */
 #if defined(__aarch64__)
@@ -162,16 +163,23 @@ static void dense_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, 
     dense_dispatch(W, r, x, a, y, 1, 1);
 }
 
-static float dot_f32(const float *a, const float *b, int64_t n) {
-    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+static float dot_qf(const uint8_t *q, const float *s, const float *b, int gs, const float *x,
+                    int64_t len) {
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+    for (int64_t g = 0; g < len / gs; g++) {
+        const float32x4_t vb = vdupq_n_f32(b[g]);
+        const float sg = s[g];
+        const uint8_t *qg = q + g * gs;
+        const float *xg = x + g * gs;
+        for (int i = 0; i < gs; i += 8) {
+            uint16x8_t h = vmovl_u8(vld1_u8(qg + i));
+            float32x4_t q0 = vcvtq_f32_u32(vmovl_u16(vget_low_u16(h)));
+            float32x4_t q1 = vcvtq_f32_u32(vmovl_u16(vget_high_u16(h)));
+            acc0 = vfmaq_f32(acc0, vfmaq_n_f32(vb, q0, sg), vld1q_f32(xg + i));
+            acc1 = vfmaq_f32(acc1, vfmaq_n_f32(vb, q1, sg), vld1q_f32(xg + i + 4));
+        }
     }
-    float s = vaddvq_f32(vaddq_f32(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    return vaddvq_f32(vaddq_f32(acc0, acc1));
 }
 
 const loam__kernels loam__kernels_neon = {
@@ -180,6 +188,6 @@ const loam__kernels loam__kernels_neon = {
     .q4 = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
     .dense = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
               .one = dense_one},
-    .dot_f32 = dot_f32,
+    .dot_qf = dot_qf,
 };
 #endif

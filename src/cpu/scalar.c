@@ -1,7 +1,8 @@
 /* scalar.c: the portable kernel table (plain C, no intrinsics). It is the default on CPUs
  * without a faster table and a twin for the SIMD ones: the same int8 activation scheme
- * (kernels.h, LOAM__ACT_EVEN_ODD order) with the integer dot written out, and float dots for
- * dense weights. Tiles are 1 row × 1 activation row.
+ * (kernels.h, LOAM__ACT_EVEN_ODD order) with the integer dot written out, float dots for
+ * dense weights, and the generic path's dequantize-and-dot as the reference does it
+ * (fl(fl(s·q) + b)). Tiles are 1 row × 1 activation row.
  */
 #include "cpu/kernels.h"
 
@@ -49,9 +50,14 @@ static void dense_one(const loam__qmat *W, int64_t r, const void *xv, int64_t a,
     y[(size_t)a * (size_t)W->n + (size_t)r] = acc;
 }
 
-static float dot_f32(const float *a, const float *b, int64_t n) {
+static float dot_qf(const uint8_t *q, const float *s, const float *b, int gs, const float *x,
+                    int64_t len) {
     float acc = 0.0f;
-    for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
+    for (int64_t i = 0; i < len; i++) {
+        float sq = s[i / gs] * (float)q[i];
+        float w = sq + b[i / gs];
+        acc += w * x[i];
+    }
     return acc;
 }
 
@@ -61,5 +67,5 @@ const loam__kernels loam__kernels_scalar = {
     .q4 = {.mv_rows = 1, .mm_rows = 1, .mm_acts = 1, .mv = q4_one, .mm = q4_one, .one = q4_one},
     .dense = {.mv_rows = 1, .mm_rows = 1, .mm_acts = 1, .mv = dense_one, .mm = dense_one,
               .one = dense_one},
-    .dot_f32 = dot_f32,
+    .dot_qf = dot_qf,
 };
