@@ -5,7 +5,9 @@
  *   ppN     one N-token prompt decoded in a single call (chunked in steps of N rows), only the
  *           last position asks for logits (llama-bench's pp)
  *   tgN     N tokens decoded one call at a time from an empty context, logits every step
- *           (llama-bench's tg)
+ *           (llama-bench's tg). With an adapter, repetitions alternate between the base model
+ *           and the adapter in the same session, and the adapter's cost is reported as the
+ *           mean ± sd of the paired slowdowns 1 - tps(adapter) / tps(base).
  *   bB tgS  B sequences decoded together for S steps, one entry per sequence per step: the
  *           batched decode sweep (total generated tokens/s)
  * In the same run it measures the memory read bandwidth of this machine with the same thread
@@ -193,7 +195,7 @@ int loam_cmd_bench(int argc, char **argv) {
     loam_model *m = NULL;
     loam_session *s = NULL;
     loam_batch_entry *ent = NULL;
-    result res[2 + MAX_BATCHES];
+    result res[3 + MAX_BATCHES];
     int n_res = 0;
     char synth_dir[256] = "";
 
@@ -274,17 +276,39 @@ int loam_cmd_bench(int argc, char **argv) {
         }
         summarise(r, tps, (int)reps);
     }
+    double lora_cost = 0, lora_cost_sd = 0; /* paired: 1 - tps(adapter) / tps(base) */
     if (n > 0) {
-        result *r = &res[n_res++];
-        snprintf(r->name, sizeof r->name, "tg%lld", n);
+        /* with an adapter, base-model and adapter repetitions alternate in the same session,
+         * so drift in the machine's speed falls on both alike */
+        result *r = &res[n_res++], *rb = NULL;
+        double tps_base[MAX_REPS], cost[MAX_REPS];
+        if (adapter >= 0) {
+            rb = r;
+            r = &res[n_res++];
+            snprintf(rb->name, sizeof rb->name, "tg%lld base", n);
+            rb->n_tokens = (int)n, rb->batch = 1, rb->ceiling = ceiling1;
+        }
+        snprintf(r->name, sizeof r->name, adapter >= 0 ? "tg%lld +lora" : "tg%lld", n);
         r->n_tokens = (int)n, r->batch = 1, r->ceiling = ceiling1;
-        if (!json) fprintf(stderr, "%s ...\n", r->name);
+        if (!json) fprintf(stderr, "tg%lld ...\n", n);
         for (int i = -1; i < reps; i++) {
+            if (rb) {
+                double db = run_tg(s, ent, 1, i < 0 ? 8 : (int)n, -1, info.n_vocab, &e);
+                if (db < 0) goto decode_failed;
+                if (i >= 0) tps_base[i] = (double)n / db;
+            }
             double dt = run_tg(s, ent, 1, i < 0 ? 8 : (int)n, adapter, info.n_vocab, &e);
             if (dt < 0) goto decode_failed;
             if (i >= 0) tps[i] = (double)n / dt;
+            if (i >= 0 && rb) cost[i] = 1.0 - tps[i] / tps_base[i];
         }
         summarise(r, tps, (int)reps);
+        if (rb) {
+            summarise(rb, tps_base, (int)reps);
+            result c;
+            summarise(&c, cost, (int)reps);
+            lora_cost = c.mean, lora_cost_sd = c.sd;
+        }
     }
     for (int b = 0; b < n_batches; b++) {
         result *r = &res[n_res++];
@@ -340,16 +364,20 @@ int loam_cmd_bench(int argc, char **argv) {
             cJSON_AddItemToArray(arr, t);
         }
         cJSON_AddItemToObject(o, "tests", arr);
+        if (adapter >= 0 && n > 0) {
+            cJSON_AddNumberToObject(o, "lora_decode_cost", lora_cost);
+            cJSON_AddNumberToObject(o, "lora_decode_cost_sd", lora_cost_sd);
+        }
         cJSON_AddNumberToObject(o, "repetitions", (double)reps);
         char *txt = cJSON_Print(o);
         if (txt) printf("%s\n", txt);
         free(txt);
         cJSON_Delete(o);
     } else {
-        printf("| %-36s | %10s | %8s | %-14s | %7s | %-12s | %18s | %9s |\n", "model", "size",
+        printf("| %-42s | %10s | %8s | %-14s | %7s | %-12s | %18s | %9s |\n", "model", "size",
                "params", "backend", "threads", "test", "t/s", "of ceil.");
-        printf("| %.36s | %.10s | %.8s | %.14s | %.7s | %.12s | %.18s | %.9s |\n",
-               "------------------------------------", "---------:", "-------:",
+        printf("| %.42s | %.10s | %.8s | %.14s | %.7s | %.12s | %.18s | %.9s |\n",
+               "------------------------------------------", "---------:", "-------:",
                "--------------", "------:", "------------", "-----------------:", "--------:");
         for (int i = 0; i < n_res; i++) {
             char tps_s[40], ceil_s[16] = "";
@@ -358,12 +386,16 @@ int loam_cmd_bench(int argc, char **argv) {
                 snprintf(ceil_s, sizeof ceil_s, "%.1f%%", 100.0 * res[i].mean / res[i].ceiling);
             char backend[24];
             snprintf(backend, sizeof backend, "cpu %s", loam_cpu_kernels_name());
-            printf("| %-36s | %10s | %8s | %-14s | %7lld | %-12s | %19s | %9s |\n", desc, size,
+            printf("| %-42s | %10s | %8s | %-14s | %7lld | %-12s | %19s | %9s |\n", desc, size,
                    params, backend, threads, res[i].name, tps_s, ceil_s);
         }
         printf("\nmemory read bandwidth (%lld threads): %.1f GB/s; one decode step reads %.2f GB "
                "of weights, so the ceiling is %.2f tok/s per sequence; load %.2f s\n",
                threads, bw / 1e9, (double)info.step_bytes / 1e9, ceiling1, t_load);
+        if (adapter >= 0 && n > 0)
+            printf("adapter cost in decode: %.1f%% ± %.1f%% (repetitions alternate base and "
+                   "adapter)\n",
+                   100.0 * lora_cost, 100.0 * lora_cost_sd);
     }
     rc = 0;
     goto done;

@@ -29,7 +29,7 @@
  * one row costs about one. SMALL_WORK counts multiply-adds (attention) or, divided by 64,
  * exponentials (SwiGLU). */
 #define SMALL_ROWS 4
-#define SMALL_WORK (1 << 18)
+#define SMALL_WORK (1 << 16)
 
 /* LoRA scratch: rows are fed to loam__lora_apply in pieces of at most this many floats. */
 #define LORA_SCRATCH_MIN LOAM__LORA_RANK_MAX

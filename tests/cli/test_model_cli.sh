@@ -55,7 +55,7 @@ if TMPDIR="$TMPD/t" "$LOAM" bench -m "$D" -p 16 -n 8 -r 2 --batch 2 --lora-rank 
     >"$TMPD/b.json" 2>"$TMPD/err" && node -e "
 const o = JSON.parse(require('fs').readFileSync('$TMPD/b.json', 'utf8'));
 const t = o.tests.map(x => x.test).join(' ');
-if (t !== 'pp16 tg8 b2 tg32' || !(o.tests[1].tps > 0) || !(o.read_bandwidth_gbs > 0) ||
+if (t !== 'pp16 tg8 base tg8 +lora b2 tg32' || !(typeof o.lora_decode_cost === 'number') || !(o.tests[2].tps > 0) || !(o.read_bandwidth_gbs > 0) ||
     o.adapter !== ' +lora r4 x1' || !(o.tests[1].of_ceiling > 0)) throw t;
 "; then _t_pass; else _t_fail bench-json "$(head -c 300 "$TMPD/err")"; fi
 [ -z "$(ls -A "$TMPD/t")" ] && _t_pass || _t_fail bench-tmp "temporary adapter left behind"
