@@ -647,6 +647,13 @@ LOAM_API size_t loam_session_n_logits(const loam_session *s);
 /* Forgets sequence seq (its KV blocks return to the pool, its adapter is released); its next
  * token has position 0. Out-of-range seq is a no-op. */
 LOAM_API void loam_session_seq_reset(loam_session *s, int32_t seq);
+/* Keeps the first len tokens of sequence seq and forgets the rest (their KV blocks return to
+ * the pool), so decoding continues at position len: to roll back a draft, or to reuse a shared
+ * prefix. len == 0 is loam_session_seq_reset. The sequence keeps its adapter while len > 0.
+ * LOAM_E_RANGE when seq is out of range or len is negative or above the sequence's length; then
+ * nothing changes. */
+LOAM_API loam_status loam_session_seq_truncate(loam_session *s, int32_t seq, int32_t len,
+                                               loam_err *err);
 /* Tokens held for sequence seq (the position its next token must have); -1 if out of range. */
 LOAM_API int32_t loam_session_seq_len(const loam_session *s, int32_t seq);
 /* Tokens held over all sequences, and the capacity n_ctx. */

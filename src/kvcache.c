@@ -61,10 +61,13 @@ bool loam__kv_grow(loam__kv *kv, int32_t seq, int32_t new_len) {
     return true;
 }
 
-void loam__kv_reset(loam__kv *kv, int32_t seq) {
+void loam__kv_truncate(loam__kv *kv, int32_t seq, int32_t len) {
     int32_t *table = kv->tables + (size_t)seq * (size_t)kv->table_stride;
-    for (int32_t b = blocks_for(kv->len[seq]) - 1; b >= 0; b--)
+    LOAM_ASSERT(len >= 0 && len <= kv->len[seq]);
+    for (int32_t b = blocks_for(kv->len[seq]) - 1; b >= blocks_for(len); b--)
         kv->free_stack[kv->n_free++] = table[b];
-    kv->n_tokens -= kv->len[seq];
-    kv->len[seq] = 0;
+    kv->n_tokens -= kv->len[seq] - len;
+    kv->len[seq] = len;
 }
+
+void loam__kv_reset(loam__kv *kv, int32_t seq) { loam__kv_truncate(kv, seq, 0); }

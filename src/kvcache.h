@@ -47,6 +47,9 @@ bool loam__kv_grow(loam__kv *kv, int32_t seq, int32_t new_len);
 /* Returns every block of seq to the pool; its length becomes 0. */
 void loam__kv_reset(loam__kv *kv, int32_t seq);
 
+/* Keeps the first len (<= len(seq)) tokens of seq and returns the blocks past them. */
+void loam__kv_truncate(loam__kv *kv, int32_t seq, int32_t len);
+
 /* Block table of seq (table_stride entries). */
 static inline const int32_t *loam__kv_table(const loam__kv *kv, int32_t seq) {
     return kv->tables + (size_t)seq * (size_t)kv->table_stride;

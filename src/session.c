@@ -141,6 +141,19 @@ void loam_session_seq_reset(loam_session *s, int32_t seq) {
     loam__kv_reset(&s->kv, seq);
 }
 
+loam_status loam_session_seq_truncate(loam_session *s, int32_t seq, int32_t len, loam_err *err) {
+    if (!s) return loam__fail(err, LOAM_E_INVAL, "truncate: no session");
+    if (seq < 0 || seq >= s->p.n_seq_max)
+        return loam__fail(err, LOAM_E_RANGE, "truncate: sequence %d out of range [0, %d)", seq,
+                          s->p.n_seq_max);
+    if (len < 0 || len > s->kv.len[seq])
+        return loam__fail(err, LOAM_E_RANGE, "truncate: sequence %d holds %d tokens, cannot keep "
+                          "%d", seq, s->kv.len[seq], len);
+    if (len == 0) loam_session_seq_reset(s, seq);
+    else loam__kv_truncate(&s->kv, seq, len);
+    return LOAM_OK;
+}
+
 int32_t loam_session_seq_len(const loam_session *s, int32_t seq) {
     if (!s || seq < 0 || seq >= s->p.n_seq_max) return -1;
     return s->kv.len[seq];

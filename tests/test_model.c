@@ -932,6 +932,27 @@ static void test_kv_reuse(void) {
     for (int i = 0; i < 13; i++)
         CHECK(memcmp(loam_session_logits(s, (size_t)i), want + (size_t)(11 + i) * nv,
                      (size_t)nv * 4) == 0);
+    /* truncate back to 7 tokens and continue with the same ids: the same logits again */
+    CHECK_OK(loam_session_seq_truncate(s, 0, 7, &e), e);
+    CHECK_EQ_I64(loam_session_seq_len(s, 0), 7);
+    CHECK_EQ_I64(loam_session_n_tokens(s), 47);
+    CHECK_OK(loam_session_decode(s, ent + 7, 10, &e), e);
+    for (int i = 0; i < 10; i++)
+        CHECK(memcmp(loam_session_logits(s, (size_t)i), want + (size_t)(7 + i) * nv,
+                     (size_t)nv * 4) == 0);
+    CHECK_EQ_I64(loam_session_seq_truncate(s, 0, 18, &e), LOAM_E_RANGE);
+    CHECK_EQ_I64(loam_session_seq_truncate(s, 3, 0, &e), LOAM_E_RANGE);
+    CHECK_EQ_I64(loam_session_seq_truncate(s, 0, -1, &e), LOAM_E_RANGE);
+    CHECK_EQ_I64(loam_session_seq_len(s, 0), 17);
+    /* truncating a sequence to 0 releases its adapter like a reset */
+    CHECK_OK(loam_session_seq_truncate(s, 2, 0, &e), e);
+    CHECK_EQ_I64(loam_session_n_tokens(s), 17);
+    for (int i = 0; i < 3; i++) ent[i] = (loam_batch_entry){1, i, k_ids[i], t.ida, false};
+    CHECK_OK(loam_session_decode(s, ent, 3, &e), e);
+    CHECK_OK(loam_session_seq_truncate(s, 1, 2, &e), e);
+    CHECK_EQ_I64(loam_model_unload_adapter(t.m, "a", &e), LOAM_E_BUSY);
+    CHECK_OK(loam_session_seq_truncate(s, 1, 0, &e), e);
+    CHECK_OK(loam_model_unload_adapter(t.m, "a", &e), e);
     loam_session_free(s);
     free(want);
     three_close(&t);

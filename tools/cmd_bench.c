@@ -8,6 +8,8 @@
  *           (llama-bench's tg). With an adapter, repetitions alternate between the base model
  *           and the adapter in the same session, and the adapter's cost is reported as the
  *           mean ± sd of the paired slowdowns 1 - tps(adapter) / tps(base).
+ *   tgN@dD  the same after a context of D tokens (-d; llama-bench's depth), prefilled once
+ *           untimed; each repetition cuts the sequence back to D tokens
  *   bB tgS  B sequences decoded together for S steps, one entry per sequence per step: the
  *           batched decode sweep (total generated tokens/s)
  * In the same run it measures the memory read bandwidth of this machine with the same thread
@@ -28,12 +30,12 @@
 #include <unistd.h>
 
 #define CMD "bench"
-#define MAX_BATCHES 16
+#define MAX_BATCHES 16 /* result names: "tg1048576@d1048576 +lora" fits 32 */
 #define MAX_REPS 100
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: loam bench -m DIR [-a DIR] [-p 512] [-n 128] [-t THREADS] [--batch 1,4,16]\n"
+            "usage: loam bench -m DIR [-a DIR] [-p 512] [-n 128] [-d 0] [-t THREADS] [--batch 1,4,16]\n"
             "                  [--batch-steps 32] [-r 3] [--lora-rank R [--lora-layers L]] [--json]\n"
             "\n"
             "Speed of prompt processing (ppN), generation (tgN) and batched generation of B\n"
@@ -43,6 +45,7 @@ static void usage(FILE *f) {
             "  -a DIR           LoRA adapter applied to every sequence\n"
             "  -p N             prompt length (0 skips pp)\n"
             "  -n N             generated tokens (0 skips tg)\n"
+            "  -d D             run tg after a context of D tokens (prefilled untimed)\n"
             "  -t N             threads (default: all cores)\n"
             "  --batch LIST     batch sizes of the sweep, e.g. 1,4,16 (empty string skips it)\n"
             "  --batch-steps S  decode steps per sweep run (default 32)\n"
@@ -120,17 +123,28 @@ static double run_pp(loam_session *s, loam_batch_entry *ent, int p, int32_t adap
     return now_s() - t0;
 }
 
-/* batch sequences, steps decode calls of one entry each. Returns seconds, < 0 on error. */
-static double run_tg(loam_session *s, loam_batch_entry *ent, int batch, int steps,
-                     int32_t adapter, int32_t n_vocab, loam_err *e) {
-    reset_all(s, batch);
+/* Sequences seq0 .. seq0+batch-1, first cut back to `depth` tokens (which they must hold), then
+ * `steps` decode calls of one entry per sequence. Returns seconds, < 0 on error. */
+static double run_tg(loam_session *s, loam_batch_entry *ent, int seq0, int batch, int depth,
+                     int steps, int32_t adapter, int32_t n_vocab, loam_err *e) {
+    for (int q = 0; q < batch; q++)
+        if (loam_session_seq_truncate(s, seq0 + q, depth, e) != LOAM_OK) return -1.0;
     double t0 = now_s();
     for (int t = 0; t < steps; t++) {
         for (int q = 0; q < batch; q++)
-            ent[q] = (loam_batch_entry){q, t, rand_token(n_vocab), adapter, true};
+            ent[q] = (loam_batch_entry){seq0 + q, depth + t, rand_token(n_vocab), adapter, true};
         if (loam_session_decode(s, ent, (size_t)batch, e) != LOAM_OK) return -1.0;
     }
     return now_s() - t0;
+}
+
+/* Fills sequence seq with `depth` random tokens (untimed), for tg at a depth. */
+static loam_status prefill(loam_session *s, loam_batch_entry *ent, int seq, int depth,
+                           int32_t adapter, int32_t n_vocab, loam_err *e) {
+    loam_session_seq_reset(s, seq);
+    for (int i = 0; i < depth; i++)
+        ent[i] = (loam_batch_entry){seq, i, rand_token(n_vocab), adapter, false};
+    return depth ? loam_session_decode(s, ent, (size_t)depth, e) : LOAM_OK;
 }
 
 static int parse_batches(const char *s, int *out) {
@@ -154,7 +168,7 @@ static void human_bytes(char *buf, size_t cap, double b) {
 int loam_cmd_bench(int argc, char **argv) {
     const char *model_dir = NULL, *adapter_dir = NULL, *batch_arg = "1,4,16";
     long long p = 512, n = 128, threads = 0, reps = 3, batch_steps = 32, lora_rank = 0,
-              lora_layers = 16;
+              lora_layers = 16, depth = 0;
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -171,6 +185,7 @@ int loam_cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--json") == 0) json = true;
         else if (strcmp(a, "-p") == 0 && has_val) num = &p, lo = 0, hi = 1 << 20;
         else if (strcmp(a, "-n") == 0 && has_val) num = &n, lo = 0, hi = 1 << 20;
+        else if (strcmp(a, "-d") == 0 && has_val) num = &depth, lo = 0, hi = 1 << 20;
         else if (strcmp(a, "-t") == 0 && has_val) num = &threads, lo = 1, hi = 1024;
         else if (strcmp(a, "-r") == 0 && has_val) num = &reps, lo = 1, hi = MAX_REPS;
         else if (strcmp(a, "--batch-steps") == 0 && has_val) num = &batch_steps, lo = 1, hi = 1 << 16;
@@ -238,7 +253,8 @@ int loam_cmd_bench(int argc, char **argv) {
 
     int max_b = 1;
     for (int i = 0; i < n_batches; i++) max_b = batches[i] > max_b ? batches[i] : max_b;
-    long long ctx = p + 8 > n + 8 ? p + 8 : n + 8;
+    /* sequences 0 and 1 hold tg's base and adapter runs (depth + n each) */
+    long long ctx = p + 8 > 2 * (depth + n + 8) ? p + 8 : 2 * (depth + n + 8);
     if ((long long)max_b * (batch_steps + 8) > ctx) ctx = (long long)max_b * (batch_steps + 8);
     if (ctx > (1 << 24)) {
         cli_error(CMD, "the requested tests need %lld context tokens, too many", ctx);
@@ -246,15 +262,16 @@ int loam_cmd_bench(int argc, char **argv) {
     }
     loam_session_params sp = loam_session_params_default();
     sp.n_ctx = (int32_t)ctx;
-    sp.n_seq_max = max_b;
-    sp.n_batch = (int32_t)(p > max_b ? p : max_b);
+    sp.n_seq_max = max_b > 2 ? max_b : 2;
+    long long rows = p > max_b ? p : max_b, fill = depth < 512 ? depth : 512;
+    sp.n_batch = (int32_t)(rows > fill ? rows : fill);
     sp.n_logits = max_b;
     sp.n_threads = (int32_t)threads;
     if (loam_session_new(&s, m, &sp, &e) != LOAM_OK) {
         cli_error(CMD, "%s", e.msg);
         goto done;
     }
-    ent = malloc((size_t)(p > max_b ? p : max_b) * sizeof *ent);
+    ent = malloc((size_t)(rows > depth ? rows : depth) * sizeof *ent);
     if (!ent) {
         cli_error(CMD, "out of memory");
         goto done;
@@ -282,22 +299,29 @@ int loam_cmd_bench(int argc, char **argv) {
          * so drift in the machine's speed falls on both alike */
         result *r = &res[n_res++], *rb = NULL;
         double tps_base[MAX_REPS], cost[MAX_REPS];
+        char dtag[24] = "";
+        if (depth) snprintf(dtag, sizeof dtag, "@d%lld", depth);
         if (adapter >= 0) {
             rb = r;
             r = &res[n_res++];
-            snprintf(rb->name, sizeof rb->name, "tg%lld base", n);
+            snprintf(rb->name, sizeof rb->name, "tg%lld%s base", n, dtag);
             rb->n_tokens = (int)n, rb->batch = 1, rb->ceiling = ceiling1;
         }
-        snprintf(r->name, sizeof r->name, adapter >= 0 ? "tg%lld +lora" : "tg%lld", n);
+        snprintf(r->name, sizeof r->name, adapter >= 0 ? "tg%lld%s +lora" : "tg%lld%s", n, dtag);
         r->n_tokens = (int)n, r->batch = 1, r->ceiling = ceiling1;
-        if (!json) fprintf(stderr, "tg%lld ...\n", n);
+        if (!json) fprintf(stderr, "tg%lld%s ...\n", n, depth ? " (prefilling the depth)" : "");
+        if (prefill(s, ent, 0, (int)depth, rb ? -1 : adapter, info.n_vocab, &e) != LOAM_OK ||
+            (rb && prefill(s, ent, 1, (int)depth, adapter, info.n_vocab, &e) != LOAM_OK))
+            goto decode_failed;
         for (int i = -1; i < reps; i++) {
             if (rb) {
-                double db = run_tg(s, ent, 1, i < 0 ? 8 : (int)n, -1, info.n_vocab, &e);
+                double db = run_tg(s, ent, 0, 1, (int)depth, i < 0 ? 8 : (int)n, -1, info.n_vocab,
+                                   &e);
                 if (db < 0) goto decode_failed;
                 if (i >= 0) tps_base[i] = (double)n / db;
             }
-            double dt = run_tg(s, ent, 1, i < 0 ? 8 : (int)n, adapter, info.n_vocab, &e);
+            double dt = run_tg(s, ent, rb ? 1 : 0, 1, (int)depth, i < 0 ? 8 : (int)n, adapter,
+                               info.n_vocab, &e);
             if (dt < 0) goto decode_failed;
             if (i >= 0) tps[i] = (double)n / dt;
             if (i >= 0 && rb) cost[i] = 1.0 - tps[i] / tps_base[i];
@@ -310,6 +334,7 @@ int loam_cmd_bench(int argc, char **argv) {
             lora_cost = c.mean, lora_cost_sd = c.sd;
         }
     }
+    reset_all(s, 2); /* tg's sequences */
     for (int b = 0; b < n_batches; b++) {
         result *r = &res[n_res++];
         int B = batches[b];
@@ -317,7 +342,8 @@ int loam_cmd_bench(int argc, char **argv) {
         r->n_tokens = (int)batch_steps * B, r->batch = B, r->ceiling = ceiling1 * B;
         if (!json) fprintf(stderr, "%s ...\n", r->name);
         for (int i = -1; i < reps; i++) {
-            double dt = run_tg(s, ent, B, i < 0 ? 2 : (int)batch_steps, adapter, info.n_vocab, &e);
+            double dt = run_tg(s, ent, 0, B, 0, i < 0 ? 2 : (int)batch_steps, adapter,
+                               info.n_vocab, &e);
             if (dt < 0) goto decode_failed;
             if (i >= 0) tps[i] = (double)B * (double)batch_steps / dt;
         }
@@ -374,11 +400,11 @@ int loam_cmd_bench(int argc, char **argv) {
         free(txt);
         cJSON_Delete(o);
     } else {
-        printf("| %-42s | %10s | %8s | %-14s | %7s | %-12s | %18s | %9s |\n", "model", "size",
+        printf("| %-42s | %10s | %8s | %-14s | %7s | %-16s | %18s | %9s |\n", "model", "size",
                "params", "backend", "threads", "test", "t/s", "of ceil.");
-        printf("| %.42s | %.10s | %.8s | %.14s | %.7s | %.12s | %.18s | %.9s |\n",
+        printf("| %.42s | %.10s | %.8s | %.14s | %.7s | %.16s | %.18s | %.9s |\n",
                "------------------------------------------", "---------:", "-------:",
-               "--------------", "------:", "------------", "-----------------:", "--------:");
+               "--------------", "------:", "----------------", "-----------------:", "--------:");
         for (int i = 0; i < n_res; i++) {
             char tps_s[40], ceil_s[16] = "";
             snprintf(tps_s, sizeof tps_s, "%.2f ± %.2f", res[i].mean, res[i].sd);
@@ -386,7 +412,7 @@ int loam_cmd_bench(int argc, char **argv) {
                 snprintf(ceil_s, sizeof ceil_s, "%.1f%%", 100.0 * res[i].mean / res[i].ceiling);
             char backend[24];
             snprintf(backend, sizeof backend, "cpu %s", loam_cpu_kernels_name());
-            printf("| %-42s | %10s | %8s | %-14s | %7lld | %-12s | %19s | %9s |\n", desc, size,
+            printf("| %-42s | %10s | %8s | %-14s | %7lld | %-16s | %19s | %9s |\n", desc, size,
                    params, backend, threads, res[i].name, tps_s, ceil_s);
         }
         printf("\nmemory read bandwidth (%lld threads): %.1f GB/s; one decode step reads %.2f GB "
