@@ -25,8 +25,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { N_LAYER = 36, N_ADAPTED = 16, RANK = 8, HIDDEN = 4096, KV = 1024, FF = 12288,
-       VOCAB = 151936 };
+enum {
+    N_LAYER = 36,
+    N_ADAPTED = 16,
+    RANK = 8,
+    HIDDEN = 4096,
+    KV = 1024,
+    FF = 12288,
+    VOCAB = 151936
+};
 
 static const int64_t k_in[LOAM__N_MOD] = {HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, HIDDEN, FF};
 static const int64_t k_out[LOAM__N_MOD] = {HIDDEN, KV, KV, HIDDEN, FF, FF, HIDDEN};
@@ -38,7 +45,9 @@ static uint64_t rnd(void) {
     g_rng ^= g_rng << 17;
     return g_rng;
 }
-static float rnd_f(void) { return (float)((double)(rnd() >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
+static float rnd_f(void) {
+    return (float)((double)(rnd() >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
 
 static void *xalloc(size_t n) {
     void *p = loam__aligned_alloc(64, n);
@@ -68,8 +77,10 @@ static loam__qmat make_q4(int64_t n, int64_t k) {
 static loam__lora_mod make_lora(int64_t in, int64_t out) {
     float *a = xalloc((size_t)(in * RANK) * sizeof(float));
     float *b = xalloc((size_t)(out * RANK) * sizeof(float));
-    for (int64_t i = 0; i < in * RANK; i++) a[i] = rnd_f() / 64.0f;
-    for (int64_t i = 0; i < out * RANK; i++) b[i] = rnd_f() / 64.0f;
+    for (int64_t i = 0; i < in * RANK; i++)
+        a[i] = rnd_f() / 64.0f;
+    for (int64_t i = 0; i < out * RANK; i++)
+        b[i] = rnd_f() / 64.0f;
     loam__lora_mod m = {a, b, RANK, 2.0f, NULL, NULL};
     return m;
 }
@@ -85,7 +96,8 @@ static double step(bool lora) {
         for (int m = 0; m < LOAM__N_MOD; m++) {
             loam__matmul(&g_w[l][m], g_x, 1, g_y, 0, g_scratch);
             int la = l - (N_LAYER - N_ADAPTED);
-            if (lora && la >= 0) loam__lora_apply(&g_lora[la][m], g_x, 1, k_in[m], k_out[m], g_y, g_t);
+            if (lora && la >= 0)
+                loam__lora_apply(&g_lora[la][m], g_x, 1, k_in[m], k_out[m], g_y, g_t);
         }
     loam__matmul(&g_head, g_x, 1, g_y, 0, g_scratch);
     return loam__now() - t0;
@@ -102,17 +114,20 @@ static double lora_only(int layers) {
 static int validate(void) {
     const int m = LOAM__MOD_DOWN;
     const loam__lora_mod *lm = &g_lora[0][m];
-    for (int i = 0; i < FF; i++) g_x[i] = rnd_f();
+    for (int i = 0; i < FF; i++)
+        g_x[i] = rnd_f();
     memset(g_y, 0, sizeof g_y);
     loam__lora_apply(lm, g_x, 1, k_in[m], k_out[m], g_y, g_t);
     double t[RANK], worst = 0;
     for (int j = 0; j < RANK; j++) {
         t[j] = 0;
-        for (int64_t i = 0; i < k_in[m]; i++) t[j] += (double)g_x[i] * lm->a[i * RANK + j];
+        for (int64_t i = 0; i < k_in[m]; i++)
+            t[j] += (double)g_x[i] * lm->a[i * RANK + j];
     }
     for (int64_t o = 0; o < k_out[m]; o++) {
         double want = 0;
-        for (int j = 0; j < RANK; j++) want += lm->scale * t[j] * lm->b[j * k_out[m] + o];
+        for (int j = 0; j < RANK; j++)
+            want += lm->scale * t[j] * lm->b[j * k_out[m] + o];
         worst = fmax(worst, fabs(g_y[o] - want));
     }
     printf("validate: loam__lora_apply vs double, down_proj %lldx%lld rank %d: max |err| %.3g %s\n",
@@ -143,8 +158,10 @@ int main(int argc, char **argv) {
     g_scratch = xalloc(loam__matmul_scratch_bytes(1, FF));
     printf("weights %.2f GB per step; adapter %.1f MB (%.2f%% of it)\n", bytes / 1e9, lbytes / 1e6,
            100.0 * lbytes / bytes);
-    if (validate()) return 1;
-    for (int i = 0; i < FF; i++) g_x[i] = rnd_f();
+    if (validate())
+        return 1;
+    for (int i = 0; i < FF; i++)
+        g_x[i] = rnd_f();
 
     double best_base = 1e9, best_lora = 1e9;
     step(false);

@@ -59,15 +59,15 @@ loam_fuse_params loam_fuse_params_default(void) {
 // ---- the model's matrices ---------------------------------------------------------------------
 
 typedef struct fmat {
-    char *prefix;          /* module path P: tensors P.weight (P.scales, P.biases) */
-    loam__qmat qm;         /* view for dequantization */
-    loam_dtype wdtype;     /* dtype of the float weight: scale dtype, or the dense dtype */
+    char *prefix;      /* module path P: tensors P.weight (P.scales, P.biases) */
+    loam__qmat qm;     /* view for dequantization */
+    loam_dtype wdtype; /* dtype of the float weight: scale dtype, or the dense dtype */
     bool quantized;
-    int32_t layer;         /* adapted (layer, mod), or layer -1 */
+    int32_t layer; /* adapted (layer, mod), or layer -1 */
     int mod;
     /* re-quantized output, produced on the first of its three tensors' fills */
     void *wq, *sc, *bi;
-    int pending;           /* fills still to come from the cache */
+    int pending; /* fills still to come from the cache */
 } fmat;
 
 typedef enum { OUT_COPY, OUT_QW, OUT_QS, OUT_QB, OUT_FLOAT } out_kind;
@@ -97,7 +97,7 @@ typedef struct fuse_ctx {
     out_tensor *outs;
     size_t n_outs;
     uint64_t jobs_total, jobs_done;
-    char *tmp;        /* OUT.tmp.<pid> */
+    char *tmp; /* OUT.tmp.<pid> */
     bool tmp_created;
 } fuse_ctx;
 
@@ -111,14 +111,17 @@ static bool is_float_dtype(loam_dtype t) {
 }
 
 static inline float round_to(loam_dtype t, float v) {
-    if (t == LOAM_DTYPE_BF16) return loam__bf16_to_f32(loam__f32_to_bf16(v));
-    if (t == LOAM_DTYPE_F16) return loam__f16_to_f32(loam__f32_to_f16(v));
+    if (t == LOAM_DTYPE_BF16)
+        return loam__bf16_to_f32(loam__f32_to_bf16(v));
+    if (t == LOAM_DTYPE_F16)
+        return loam__f16_to_f32(loam__f32_to_f16(v));
     return v;
 }
 
 static bool ends_with(const char *s, const char *suffix, size_t *stem) {
     size_t n = strlen(s), k = strlen(suffix);
-    if (n <= k || strcmp(s + n - k, suffix) != 0) return false;
+    if (n <= k || strcmp(s + n - k, suffix) != 0)
+        return false;
     *stem = n - k;
     return true;
 }
@@ -143,16 +146,20 @@ static loam_status module_qformat(const cJSON *q, const char *prefix, loam_dtype
     if (mo && !cJSON_IsNull(mo) && (!cJSON_IsString(mo) || strcmp(mo->valuestring, "affine")))
         return loam__fail(err, LOAM_E_UNSUPPORTED,
                           "config.json: quantization mode of %.80s is not affine", prefix);
-    if (cJSON_IsNumber(b)) bits = b->valuedouble;
+    if (cJSON_IsNumber(b))
+        bits = b->valuedouble;
     else if (b && !cJSON_IsNull(b))
         return loam__fail(err, LOAM_E_FORMAT, "config.json: quantization bits of %.80s", prefix);
-    if (cJSON_IsNumber(g)) gs = g->valuedouble;
+    if (cJSON_IsNumber(g))
+        gs = g->valuedouble;
     else if (g && !cJSON_IsNull(g))
         return loam__fail(err, LOAM_E_FORMAT, "config.json: quantization group_size of %.80s",
                           prefix);
     if (bits != floor(bits) || gs != floor(gs) || bits < 1 || bits > 8 || gs < 1 || gs > 1024)
-        return loam__fail(err, LOAM_E_FORMAT, "config.json: quantization of %.80s: bits %g, "
-                          "group_size %g", prefix, bits, gs);
+        return loam__fail(err, LOAM_E_FORMAT,
+                          "config.json: quantization of %.80s: bits %g, "
+                          "group_size %g",
+                          prefix, bits, gs);
     fmt->bits = (int32_t)bits;
     fmt->group_size = (int32_t)gs;
     fmt->scale_dtype = sdt;
@@ -164,7 +171,8 @@ static loam_status module_qformat(const cJSON *q, const char *prefix, loam_dtype
 static loam_status find_matrices(fuse_ctx *c, const cJSON *q, loam_err *err) {
     size_t n = loam_modeldir_n_tensors(c->md);
     c->mods = loam__calloc(n ? n : 1, sizeof *c->mods);
-    if (!c->mods) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    if (!c->mods)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
     loam_status s;
     for (size_t i = 0; i < n; i++) {
         loam_tensor t;
@@ -185,18 +193,21 @@ static loam_status find_matrices(fuse_ctx *c, const cJSON *q, loam_err *err) {
             char name[512];
             loam_tensor w, b;
             snprintf(name, sizeof name, "%s.weight", fm->prefix);
-            if ((s = loam_modeldir_find(c->md, name, &w, err))) return s;
+            if ((s = loam_modeldir_find(c->md, name, &w, err)))
+                return s;
             snprintf(name, sizeof name, "%s.biases", fm->prefix);
-            if ((s = loam_modeldir_find(c->md, name, &b, err))) return s;
+            if ((s = loam_modeldir_find(c->md, name, &b, err)))
+                return s;
             if (!is_float_dtype(t.dtype) || t.n_dims != 2 || w.dtype != LOAM_DTYPE_U32 ||
-                w.n_dims != 2 || b.dtype != t.dtype || b.n_dims != 2 ||
-                b.shape[0] != t.shape[0] || b.shape[1] != t.shape[1] || w.shape[0] != t.shape[0])
+                w.n_dims != 2 || b.dtype != t.dtype || b.n_dims != 2 || b.shape[0] != t.shape[0] ||
+                b.shape[1] != t.shape[1] || w.shape[0] != t.shape[0])
                 return loam__fail(err, LOAM_E_FORMAT,
                                   "fuse: %.100s: weight/scales/biases are not an MLX affine "
                                   "triple (U32 [n, k*bits/32], float [n, k/group_size] twice)",
                                   fm->prefix);
             loam_qformat fmt;
-            if ((s = module_qformat(q, fm->prefix, t.dtype, &fmt, err))) return s;
+            if ((s = module_qformat(q, fm->prefix, t.dtype, &fmt, err)))
+                return s;
             int64_t k = t.shape[1] * fmt.group_size;
             if (w.shape[1] * 32 != k * fmt.bits || loam_qformat_check(fmt, k, NULL) != LOAM_OK)
                 return loam__fail(err, LOAM_E_FORMAT,
@@ -214,12 +225,14 @@ static loam_status find_matrices(fuse_ctx *c, const cJSON *q, loam_err *err) {
             char name[160];
             snprintf(name, sizeof name, "model.layers.%d.%s.scales", l, loam__mod_path[m]);
             loam_tensor t;
-            if (loam_modeldir_find(c->md, name, &t, NULL) == LOAM_OK) continue;
+            if (loam_modeldir_find(c->md, name, &t, NULL) == LOAM_OK)
+                continue;
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, loam__mod_path[m]);
-            if (loam_modeldir_find(c->md, name, &t, NULL) != LOAM_OK) continue;
+            if (loam_modeldir_find(c->md, name, &t, NULL) != LOAM_OK)
+                continue;
             if (!is_float_dtype(t.dtype) || t.n_dims != 2)
-                return loam__fail(err, LOAM_E_FORMAT, "fuse: tensor '%s' is %s with %d dims",
-                                  name, dtype_nm(t.dtype), t.n_dims);
+                return loam__fail(err, LOAM_E_FORMAT, "fuse: tensor '%s' is %s with %d dims", name,
+                                  dtype_nm(t.dtype), t.n_dims);
             fmat *fm = &c->mods[c->n_mods++];
             if (!(fm->prefix = loam__strndup(name, strlen(name) - 7)))
                 return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
@@ -232,7 +245,8 @@ static loam_status find_matrices(fuse_ctx *c, const cJSON *q, loam_err *err) {
 
 static const loam__qmat *base_weight(void *user, int32_t layer, loam__mod mod) {
     fuse_ctx *c = user;
-    if (layer < 0 || layer >= c->n_layer) return NULL;
+    if (layer < 0 || layer >= c->n_layer)
+        return NULL;
     int32_t i = c->slot[layer][mod];
     return i < 0 ? NULL : &c->mods[i].qm;
 }
@@ -241,22 +255,24 @@ static const loam__qmat *base_weight(void *user, int32_t layer, loam__mod mod) {
 
 /* Row o of the fused float weight of an adapted module, rounded as mlx-lm does. bo holds r
  * floats of scratch. */
-static void fused_row(const fmat *fm, const loam__lora_mod *lm, int64_t o, float *row,
-                      float *bo) {
+static void fused_row(const fmat *fm, const loam__lora_mod *lm, int64_t o, float *row, float *bo) {
     const int64_t in = fm->qm.k, out = fm->qm.n;
     const loam_dtype t = fm->wdtype;
     loam__qmat_row(&fm->qm, o, row);
     if (!lm) {
-        for (int64_t i = 0; i < in; i++) row[i] = round_to(t, row[i]);
+        for (int64_t i = 0; i < in; i++)
+            row[i] = round_to(t, row[i]);
         return;
     }
     const int32_t r = lm->r;
-    for (int32_t j = 0; j < r; j++) bo[j] = lm->scale * lm->b[(int64_t)j * out + o];
+    for (int32_t j = 0; j < r; j++)
+        bo[j] = lm->scale * lm->b[(int64_t)j * out + o];
     const float f = lm->dora ? lm->dora[o] : 1.0f;
     for (int64_t i = 0; i < in; i++) {
         const float *ai = lm->a + i * r;
         float d = 0.0f;
-        for (int32_t j = 0; j < r; j++) d += bo[j] * ai[j];
+        for (int32_t j = 0; j < r; j++)
+            d += bo[j] * ai[j];
         float v = round_to(t, round_to(t, row[i]) + round_to(t, d));
         row[i] = lm->dora ? round_to(t, f * v) : v;
     }
@@ -264,7 +280,8 @@ static void fused_row(const fmat *fm, const loam__lora_mod *lm, int64_t o, float
 
 static void progress(fuse_ctx *c) {
     c->jobs_done++;
-    if (c->p->progress) c->p->progress(c->p->user, c->jobs_done, c->jobs_total);
+    if (c->p->progress)
+        c->p->progress(c->p->user, c->jobs_done, c->jobs_total);
 }
 
 static const loam__lora_mod *mod_lora(const fuse_ctx *c, const fmat *fm) {
@@ -281,13 +298,15 @@ static loam_status fill_float(void *user, void *dst, uint64_t n_bytes, loam_err 
     const int32_t r = lm ? lm->r : 0;
     const int n_thr = omp_get_max_threads();
     float *buf = loam__malloc((size_t)n_thr * (size_t)(k + r) * sizeof(float));
-    if (!buf) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory for %s", ot->name);
+    if (!buf)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory for %s", ot->name);
     (void)n_bytes;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(n_thr)
     for (int64_t o = 0; o < n; o++) {
         float *row = buf + (size_t)omp_get_thread_num() * (size_t)(k + r);
         fused_row(fm, lm, o, row, row + k);
-        for (int64_t i = 0; i < k; i++) loam__store_float(dst, fm->wdtype, (size_t)(o * k + i), row[i]);
+        for (int64_t i = 0; i < k; i++)
+            loam__store_float(dst, fm->wdtype, (size_t)(o * k + i), row[i]);
     }
     loam__free(buf);
     progress(c);
@@ -299,7 +318,8 @@ static loam_status requantize(fuse_ctx *c, fmat *fm, const char *what, loam_err 
     const loam__lora_mod *lm = mod_lora(c, fm);
     const loam_qformat fmt = fm->qm.fmt;
     const int64_t n = fm->qm.n, k = fm->qm.k;
-    const size_t wb = (size_t)loam_qweight_bytes(fmt, n, k), sb = (size_t)loam_qscale_bytes(fmt, n, k);
+    const size_t wb = (size_t)loam_qweight_bytes(fmt, n, k),
+                 sb = (size_t)loam_qscale_bytes(fmt, n, k);
     const size_t row_wb = wb / (size_t)n, row_sb = sb / (size_t)n;
     fm->wq = loam__malloc(wb);
     fm->sc = loam__malloc(sb);
@@ -338,7 +358,8 @@ static loam_status fill_quant(void *user, void *dst, uint64_t n_bytes, loam_err 
     fmat *fm = &c->mods[ot->mod_idx];
     if (fm->pending == 0) {
         loam_status s = requantize(c, fm, ot->name, err);
-        if (s) return s;
+        if (s)
+            return s;
     }
     const void *src = ot->kind == OUT_QW ? fm->wq : ot->kind == OUT_QS ? fm->sc : fm->bi;
     memcpy(dst, src, (size_t)n_bytes);
@@ -360,10 +381,12 @@ typedef struct sbuf {
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
+    if (b->oom)
+        return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
+        while (cap < b->len + n + 1)
+            cap *= 2;
         char *q = loam__realloc(b->p, cap);
         if (!q) {
             b->oom = true;
@@ -377,11 +400,14 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     b->p[b->len] = 0;
 }
 
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_puts(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 
 static void sb_indent(sbuf *b, int level) {
     sb_put(b, "\n", 1);
-    for (int i = 0; i < level; i++) sb_put(b, "    ", 4);
+    for (int i = 0; i < level; i++)
+        sb_put(b, "    ", 4);
 }
 
 /* ensure_ascii: non-ASCII as \uXXXX (surrogate pairs above the BMP), lowercase hex. The input
@@ -394,7 +420,8 @@ static void sb_string(sbuf *b, const char *s) {
         uint32_t cp = *u;
         int len = 1;
         if (cp >= 0xF0) {
-            cp = ((cp & 0x07u) << 18) | ((u[1] & 0x3Fu) << 12) | ((u[2] & 0x3Fu) << 6) | (u[3] & 0x3Fu);
+            cp = ((cp & 0x07u) << 18) | ((u[1] & 0x3Fu) << 12) | ((u[2] & 0x3Fu) << 6) |
+                 (u[3] & 0x3Fu);
             len = 4;
         } else if (cp >= 0xE0) {
             cp = ((cp & 0x0Fu) << 12) | ((u[1] & 0x3Fu) << 6) | (u[2] & 0x3Fu);
@@ -405,14 +432,29 @@ static void sb_string(sbuf *b, const char *s) {
         }
         u += len;
         switch (cp) {
-        case '"': sb_puts(b, "\\\""); continue;
-        case '\\': sb_puts(b, "\\\\"); continue;
-        case '\n': sb_puts(b, "\\n"); continue;
-        case '\r': sb_puts(b, "\\r"); continue;
-        case '\t': sb_puts(b, "\\t"); continue;
-        case '\b': sb_puts(b, "\\b"); continue;
-        case '\f': sb_puts(b, "\\f"); continue;
-        default: break;
+        case '"':
+            sb_puts(b, "\\\"");
+            continue;
+        case '\\':
+            sb_puts(b, "\\\\");
+            continue;
+        case '\n':
+            sb_puts(b, "\\n");
+            continue;
+        case '\r':
+            sb_puts(b, "\\r");
+            continue;
+        case '\t':
+            sb_puts(b, "\\t");
+            continue;
+        case '\b':
+            sb_puts(b, "\\b");
+            continue;
+        case '\f':
+            sb_puts(b, "\\f");
+            continue;
+        default:
+            break;
         }
         if (cp >= 0x20 && cp < 0x7F) {
             char ch = (char)cp;
@@ -435,47 +477,59 @@ static void sb_number(sbuf *b, double v) {
     char out[64];
     if (v == floor(v) && fabs(v) < 9007199254740992.0) {
         snprintf(out, sizeof out, "%.0f", v);
-        if (strcmp(out, "-0") == 0) snprintf(out, sizeof out, "-0.0");
+        if (strcmp(out, "-0") == 0)
+            snprintf(out, sizeof out, "-0.0");
         sb_puts(b, out);
         return;
     }
     char e[40];
     for (int prec = 0; prec < 17; prec++) {
         snprintf(e, sizeof e, "%.*e", prec, v);
-        if (strtod(e, NULL) == v) break;
+        if (strtod(e, NULL) == v)
+            break;
     }
     /* e = [-]d[.ddd]e±XX */
     const char *p = e;
     bool neg = *p == '-';
-    if (neg) p++;
+    if (neg)
+        p++;
     char digits[24];
     size_t nd = 0;
     for (; *p && *p != 'e'; p++)
-        if (*p != '.') digits[nd++] = *p;
-    while (nd > 1 && digits[nd - 1] == '0') nd--;
+        if (*p != '.')
+            digits[nd++] = *p;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
     digits[nd] = 0;
     int exp10 = atoi(p + 1);
     size_t at = 0;
-    if (neg) out[at++] = '-';
+    if (neg)
+        out[at++] = '-';
     if (exp10 >= -4 && exp10 < 16) {
         if (exp10 < 0) {
             out[at++] = '0';
             out[at++] = '.';
-            for (int i = 0; i < -exp10 - 1; i++) out[at++] = '0';
-            for (size_t i = 0; i < nd; i++) out[at++] = digits[i];
+            for (int i = 0; i < -exp10 - 1; i++)
+                out[at++] = '0';
+            for (size_t i = 0; i < nd; i++)
+                out[at++] = digits[i];
         } else {
-            for (int i = 0; i <= exp10; i++) out[at++] = (size_t)i < nd ? digits[i] : '0';
+            for (int i = 0; i <= exp10; i++)
+                out[at++] = (size_t)i < nd ? digits[i] : '0';
             out[at++] = '.';
             if ((size_t)exp10 + 1 < nd)
-                for (size_t i = (size_t)exp10 + 1; i < nd; i++) out[at++] = digits[i];
-            else out[at++] = '0';
+                for (size_t i = (size_t)exp10 + 1; i < nd; i++)
+                    out[at++] = digits[i];
+            else
+                out[at++] = '0';
         }
         out[at] = 0;
     } else {
         out[at++] = digits[0];
         if (nd > 1) {
             out[at++] = '.';
-            for (size_t i = 1; i < nd; i++) out[at++] = digits[i];
+            for (size_t i = 1; i < nd; i++)
+                out[at++] = digits[i];
         }
         snprintf(out + at, sizeof out - at, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
     }
@@ -488,11 +542,16 @@ static int cmp_keys(const void *a, const void *b) {
 }
 
 static void sb_json(sbuf *b, const cJSON *v, int level, bool sort_keys) {
-    if (cJSON_IsNull(v)) sb_puts(b, "null");
-    else if (cJSON_IsTrue(v)) sb_puts(b, "true");
-    else if (cJSON_IsFalse(v)) sb_puts(b, "false");
-    else if (cJSON_IsNumber(v)) sb_number(b, v->valuedouble);
-    else if (cJSON_IsString(v)) sb_string(b, v->valuestring);
+    if (cJSON_IsNull(v))
+        sb_puts(b, "null");
+    else if (cJSON_IsTrue(v))
+        sb_puts(b, "true");
+    else if (cJSON_IsFalse(v))
+        sb_puts(b, "false");
+    else if (cJSON_IsNumber(v))
+        sb_number(b, v->valuedouble);
+    else if (cJSON_IsString(v))
+        sb_string(b, v->valuestring);
     else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
         bool obj = cJSON_IsObject(v);
         int n = cJSON_GetArraySize(v);
@@ -506,8 +565,10 @@ static void sb_json(sbuf *b, const cJSON *v, int level, bool sort_keys) {
             return;
         }
         int i = 0;
-        for (const cJSON *c = v->child; c; c = c->next) items[i++] = c;
-        if (obj && sort_keys) qsort(items, (size_t)n, sizeof *items, cmp_keys);
+        for (const cJSON *c = v->child; c; c = c->next)
+            items[i++] = c;
+        if (obj && sort_keys)
+            qsort(items, (size_t)n, sizeof *items, cmp_keys);
         sb_puts(b, obj ? "{" : "[");
         for (i = 0; i < n; i++) {
             sb_indent(b, level + 1);
@@ -516,7 +577,8 @@ static void sb_json(sbuf *b, const cJSON *v, int level, bool sort_keys) {
                 sb_puts(b, ": ");
             }
             sb_json(b, items[i], level + 1, false);
-            if (i + 1 < n) sb_puts(b, ",");
+            if (i + 1 < n)
+                sb_puts(b, ",");
         }
         sb_indent(b, level);
         sb_puts(b, obj ? "}" : "]");
@@ -552,7 +614,8 @@ static int32_t owner(const fuse_ctx *c, const char *name, int *which) {
     static const char *const suf[3] = {".weight", ".scales", ".biases"};
     for (int s = 0; s < 3; s++) {
         size_t stem;
-        if (!ends_with(name, suf[s], &stem)) continue;
+        if (!ends_with(name, suf[s], &stem))
+            continue;
         for (int32_t i = 0; i < c->n_mods; i++)
             if (strlen(c->mods[i].prefix) == stem && strncmp(c->mods[i].prefix, name, stem) == 0) {
                 *which = s;
@@ -565,11 +628,13 @@ static int32_t owner(const fuse_ctx *c, const char *name, int *which) {
 static loam_status plan_outputs(fuse_ctx *c, bool dequantize, loam_err *err) {
     size_t n = loam_modeldir_n_tensors(c->md);
     c->outs = loam__calloc(n ? n : 1, sizeof *c->outs);
-    if (!c->outs) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    if (!c->outs)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
     for (size_t i = 0; i < n; i++) {
         loam_tensor t;
         loam_status s = loam_modeldir_tensor(c->md, i, &t, NULL);
-        if (s) return loam__fail(err, s, "fuse: tensor %zu of the model unreadable", i);
+        if (s)
+            return loam__fail(err, s, "fuse: tensor %zu of the model unreadable", i);
         out_tensor *ot = &c->outs[c->n_outs];
         memset(ot, 0, sizeof *ot);
         ot->ctx = c;
@@ -587,11 +652,15 @@ static loam_status plan_outputs(fuse_ctx *c, bool dequantize, loam_err *err) {
             fmat *fm = &c->mods[mi];
             bool adapted = fm->layer >= 0;
             ot->mod_idx = mi;
-            if (fm->quantized && which > 0) ot->n_params = 0;
-            if (fm->quantized && which == 0) ot->n_params = t.n_elements * 32u / (uint64_t)fm->qm.fmt.bits;
-            if (fm->quantized && dequantize && which > 0) continue; /* scales, biases dropped */
+            if (fm->quantized && which > 0)
+                ot->n_params = 0;
+            if (fm->quantized && which == 0)
+                ot->n_params = t.n_elements * 32u / (uint64_t)fm->qm.fmt.bits;
+            if (fm->quantized && dequantize && which > 0)
+                continue; /* scales, biases dropped */
             if ((fm->quantized && dequantize) || (!fm->quantized && adapted)) {
-                if (which != 0) continue; /* a dense module has only its weight here */
+                if (which != 0)
+                    continue; /* a dense module has only its weight here */
                 ot->kind = OUT_FLOAT;
                 ot->dtype = fm->wdtype;
                 ot->shape[0] = fm->qm.n;
@@ -601,7 +670,8 @@ static loam_status plan_outputs(fuse_ctx *c, bool dequantize, loam_err *err) {
                 c->jobs_total++;
             } else if (adapted) {
                 ot->kind = which == 0 ? OUT_QW : which == 1 ? OUT_QS : OUT_QB;
-                if (which == 0) c->jobs_total++;
+                if (which == 0)
+                    c->jobs_total++;
             }
         }
         c->n_outs++;
@@ -614,7 +684,8 @@ static loam_status plan_outputs(fuse_ctx *c, bool dequantize, loam_err *err) {
 static loam_status write_shards(fuse_ctx *c, loam_err *err) {
     /* greedy 5 GiB shards in order, as mlx-lm's make_shards */
     size_t *first = loam__calloc(c->n_outs + 2, sizeof *first);
-    if (!first) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    if (!first)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
     size_t n_shards = 1;
     uint64_t size = 0;
     for (size_t i = 0; i < c->n_outs; i++) {
@@ -640,15 +711,18 @@ static loam_status write_shards(fuse_ctx *c, loam_err *err) {
     uint64_t total_size = 0, total_params = 0;
     size_t pl = strlen(c->tmp) + 64;
     char *path = loam__malloc(pl);
-    if (!path) s = loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    if (!path)
+        s = loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
     for (size_t sh = 0; sh < n_shards && s == LOAM_OK; sh++) {
         char shard_name[64];
-        if (n_shards == 1) snprintf(shard_name, sizeof shard_name, "model.safetensors");
+        if (n_shards == 1)
+            snprintf(shard_name, sizeof shard_name, "model.safetensors");
         else
             snprintf(shard_name, sizeof shard_name, "model-%05zu-of-%05zu.safetensors", sh + 1,
                      n_shards);
         loam_st_writer *w = NULL;
-        if ((s = loam_st_writer_new(&w, err))) break;
+        if ((s = loam_st_writer_new(&w, err)))
+            break;
         s = loam_st_writer_set_metadata(w, "format", "mlx", err);
         for (size_t i = first[sh]; i < first[sh + 1] && s == LOAM_OK; i++) {
             out_tensor *ot = &c->outs[i];
@@ -694,7 +768,8 @@ static loam_status write_config(fuse_ctx *c, bool dequantize, loam_err *err) {
         const cJSON *q = cJSON_GetObjectItemCaseSensitive(cfg, "quantization");
         if (q) {
             cJSON *copy = cJSON_Duplicate(q, true);
-            if (!copy) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+            if (!copy)
+                return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
             cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
             cJSON_AddItemToObject(cfg, "quantization_config", copy);
         }
@@ -705,7 +780,8 @@ static loam_status write_config(fuse_ctx *c, bool dequantize, loam_err *err) {
 /* Copies every other regular file of the model directory (symlinks followed: HF caches). */
 static loam_status copy_other_files(fuse_ctx *c, const char *model_dir, loam_err *err) {
     DIR *d = opendir(model_dir);
-    if (!d) return loam__fail(err, LOAM_E_IO, "fuse: %s: %s", model_dir, strerror(errno));
+    if (!d)
+        return loam__fail(err, LOAM_E_IO, "fuse: %s: %s", model_dir, strerror(errno));
     loam_status s = LOAM_OK;
     struct dirent *e;
     while (s == LOAM_OK && (e = readdir(d))) {
@@ -719,13 +795,15 @@ static loam_status copy_other_files(fuse_ctx *c, const char *model_dir, loam_err
         char *data = NULL;
         size_t len = 0;
         struct stat st;
-        if (!src || !dst) s = loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+        if (!src || !dst)
+            s = loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
         else {
             snprintf(src, sl, "%s/%s", model_dir, nm);
             snprintf(dst, dl, "%s/%s", c->tmp, nm);
             if (stat(src, &st) == 0 && S_ISREG(st.st_mode)) {
                 s = loam__read_file(src, &data, &len, err);
-                if (s == LOAM_OK) s = loam__write_file_atomic(dst, data, len, err);
+                if (s == LOAM_OK)
+                    s = loam__write_file_atomic(dst, data, len, err);
             }
         }
         loam__free(data);
@@ -739,12 +817,14 @@ static loam_status copy_other_files(fuse_ctx *c, const char *model_dir, loam_err
 /* Removes the temporary directory and the files in it; no heap use (it runs after failures,
  * including failed allocations). */
 static void remove_tmp(fuse_ctx *c) {
-    if (!c->tmp_created) return;
+    if (!c->tmp_created)
+        return;
     DIR *d = opendir(c->tmp);
     if (d) {
         struct dirent *e;
         while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlinkat(dirfd(d), e->d_name, 0);
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                unlinkat(dirfd(d), e->d_name, 0);
         closedir(d);
     }
     rmdir(c->tmp);
@@ -752,7 +832,8 @@ static void remove_tmp(fuse_ctx *c) {
 
 static bool dir_is_empty(const char *path) {
     DIR *d = opendir(path);
-    if (!d) return false;
+    if (!d)
+        return false;
     struct dirent *e;
     bool empty = true;
     while ((e = readdir(d)))
@@ -767,13 +848,18 @@ static bool dir_is_empty(const char *path) {
 static void fsync_parent(const char *path) {
     size_t n = strlen(path);
     char *p = loam__malloc(n + 3);
-    if (!p) return;
+    if (!p)
+        return;
     memcpy(p, path, n + 1);
-    while (n > 1 && p[n - 1] == '/') p[--n] = 0;
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = 0;
     char *slash = strrchr(p, '/');
-    if (!slash) snprintf(p, n + 3, ".");
-    else if (slash == p) p[1] = 0;
-    else *slash = 0;
+    if (!slash)
+        snprintf(p, n + 3, ".");
+    else if (slash == p)
+        p[1] = 0;
+    else
+        *slash = 0;
     int fd = open(p, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
         fsync(fd);
@@ -789,18 +875,22 @@ static loam_status fuse(fuse_ctx *c, const char *model_dir, const char *adapter_
     loam_status s;
     struct stat st;
     if (stat(out_dir, &st) == 0 && (!S_ISDIR(st.st_mode) || !dir_is_empty(out_dir)))
-        return loam__fail(err, LOAM_E_INVAL, "fuse: %s already exists and is not an empty directory",
-                          out_dir);
-    if ((s = loam_modeldir_open(&c->md, model_dir, err))) return s;
+        return loam__fail(err, LOAM_E_INVAL,
+                          "fuse: %s already exists and is not an empty directory", out_dir);
+    if ((s = loam_modeldir_open(&c->md, model_dir, err)))
+        return s;
     const char *cfg_text = loam_modeldir_config_text(c->md);
-    if (!cfg_text) return loam__fail(err, LOAM_E_FORMAT, "fuse: %s has no config.json", model_dir);
-    if ((s = loam__json_parse(cfg_text, strlen(cfg_text), "config.json", &c->config, err))) return s;
+    if (!cfg_text)
+        return loam__fail(err, LOAM_E_FORMAT, "fuse: %s has no config.json", model_dir);
+    if ((s = loam__json_parse(cfg_text, strlen(cfg_text), "config.json", &c->config, err)))
+        return s;
     if (!cJSON_IsObject(c->config))
         return loam__fail(err, LOAM_E_FORMAT, "fuse: config.json is not a JSON object");
     uint64_t nl;
     if (loam__json_uint(cJSON_GetObjectItemCaseSensitive(c->config, "num_hidden_layers"), &nl) ||
         nl < 1 || nl > 100000)
-        return loam__fail(err, LOAM_E_FORMAT, "fuse: config.json: num_hidden_layers missing or "
+        return loam__fail(err, LOAM_E_FORMAT,
+                          "fuse: config.json: num_hidden_layers missing or "
                           "not a positive integer");
     c->n_layer = (int32_t)nl;
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(c->config, "quantization");
@@ -814,21 +904,26 @@ static loam_status fuse(fuse_ctx *c, const char *model_dir, const char *adapter_
     }
     if (q && !cJSON_IsObject(q))
         return loam__fail(err, LOAM_E_FORMAT, "fuse: config.json: quantization is not an object");
-    if ((s = find_matrices(c, q, err))) return s;
+    if ((s = find_matrices(c, q, err)))
+        return s;
 
     /* the adapter's view of the model: geometry from layer 0, weights for DoRA */
     c->slot = loam__malloc((size_t)c->n_layer * sizeof *c->slot);
-    if (!c->slot) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    if (!c->slot)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
     for (int32_t l = 0; l < c->n_layer; l++)
-        for (int m = 0; m < LOAM__N_MOD; m++) c->slot[l][m] = -1;
+        for (int m = 0; m < LOAM__N_MOD; m++)
+            c->slot[l][m] = -1;
     for (int32_t i = 0; i < c->n_mods; i++) {
         const char *p = c->mods[i].prefix;
         for (int32_t l = 0; l < c->n_layer; l++) {
             char pre[48];
             int k = snprintf(pre, sizeof pre, "model.layers.%d.", l);
-            if (strncmp(p, pre, (size_t)k) != 0) continue;
+            if (strncmp(p, pre, (size_t)k) != 0)
+                continue;
             for (int m = 0; m < LOAM__N_MOD; m++)
-                if (strcmp(p + k, loam__mod_path[m]) == 0) c->slot[l][m] = i;
+                if (strcmp(p + k, loam__mod_path[m]) == 0)
+                    c->slot[l][m] = i;
         }
     }
     loam__lora_base base;
@@ -841,11 +936,13 @@ static loam_status fuse(fuse_ctx *c, const char *model_dir, const char *adapter_
             base.in[m] = c->mods[c->slot[0][m]].qm.k;
             base.out[m] = c->mods[c->slot[0][m]].qm.n;
         }
-    if ((s = loam__adapter_load(&c->ad, adapter_dir, &base, err))) return s;
+    if ((s = loam__adapter_load(&c->ad, adapter_dir, &base, err)))
+        return s;
     for (int32_t l = 0; l < c->n_layer; l++)
         for (int m = 0; m < LOAM__N_MOD; m++) {
             const loam__lora_mod *lm = loam__adapter_mod(c->ad, l, (loam__mod)m);
-            if (!lm) continue;
+            if (!lm)
+                continue;
             if (lm->bias)
                 return loam__fail(err, LOAM_E_UNSUPPORTED,
                                   "fuse: the adapter has a lora_B bias on layer %d %s; a fused "
@@ -861,18 +958,24 @@ static loam_status fuse(fuse_ctx *c, const char *model_dir, const char *adapter_
             c->mods[i].mod = m;
         }
 
-    if ((s = plan_outputs(c, dequantize, err))) return s;
+    if ((s = plan_outputs(c, dequantize, err)))
+        return s;
     size_t ol = strlen(out_dir);
     c->tmp = loam__malloc(ol + 32);
-    if (!c->tmp) return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
-    while (ol > 1 && out_dir[ol - 1] == '/') ol--; /* "OUT/" -> "OUT.tmp.<pid>" */
+    if (!c->tmp)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    while (ol > 1 && out_dir[ol - 1] == '/')
+        ol--; /* "OUT/" -> "OUT.tmp.<pid>" */
     snprintf(c->tmp, ol + 32, "%.*s.tmp.%ld", (int)ol, out_dir, (long)getpid());
     if (mkdir(c->tmp, 0755) != 0)
         return loam__fail(err, LOAM_E_IO, "fuse: cannot create %s: %s", c->tmp, strerror(errno));
     c->tmp_created = true;
-    if ((s = write_shards(c, err))) return s;
-    if ((s = write_config(c, dequantize, err))) return s;
-    if ((s = copy_other_files(c, model_dir, err))) return s;
+    if ((s = write_shards(c, err)))
+        return s;
+    if ((s = write_config(c, dequantize, err)))
+        return s;
+    if ((s = copy_other_files(c, model_dir, err)))
+        return s;
     if (rename(c->tmp, out_dir) != 0)
         return loam__fail(err, LOAM_E_IO, "fuse: cannot rename %s to %s: %s", c->tmp, out_dir,
                           strerror(errno));
@@ -890,7 +993,8 @@ loam_status loam_fuse(const char *model_dir, const char *adapter_dir, const char
     memset(&c, 0, sizeof c);
     c.p = &p;
     loam_status s = fuse(&c, model_dir, adapter_dir, out_dir, p.dequantize, err);
-    if (s) remove_tmp(&c);
+    if (s)
+        remove_tmp(&c);
     for (int32_t i = 0; i < c.n_mods; i++) {
         loam__free(c.mods[i].prefix);
         loam__free(c.mods[i].wq);

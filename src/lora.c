@@ -65,10 +65,10 @@ const char *const loam__mod_path[LOAM__N_MOD] = {
 };
 
 struct loam__adapter {
-    const char *format;    /* "mlx-lm" or "peft" (static) */
+    const char *format; /* "mlx-lm" or "peft" (static) */
     int32_t n_layer;
-    loam__lora_mod *mods;  /* (n_layer, LOAM__N_MOD); a == NULL: not adapted */
-    float *block;          /* every A, B, DoRA factor and bias, one allocation */
+    loam__lora_mod *mods; /* (n_layer, LOAM__N_MOD); a == NULL: not adapted */
+    float *block;         /* every A, B, DoRA factor and bias, one allocation */
 };
 
 // ---- what the files say, before conversion ----------------------------------------------------
@@ -112,7 +112,9 @@ static const cJSON *obj_get(const cJSON *o, const char *key) {
     return cJSON_GetObjectItemCaseSensitive(o, key);
 }
 
-static bool is_set(const cJSON *v) { return v && !cJSON_IsNull(v); }
+static bool is_set(const cJSON *v) {
+    return v && !cJSON_IsNull(v);
+}
 
 /* A number field: absent or null gives def; anything but a finite number is an error. */
 static loam_status get_number(const cJSON *o, const char *key, double def, double *out,
@@ -132,27 +134,30 @@ static loam_status get_bool(const cJSON *o, const char *key, bool *out, const ch
                             loam_err *err) {
     const cJSON *v = obj_get(o, key);
     *out = false;
-    if (!is_set(v)) return LOAM_OK;
+    if (!is_set(v))
+        return LOAM_OK;
     if (!cJSON_IsBool(v))
         return loam__fail(err, LOAM_E_FORMAT, "%s: \"%s\" must be true or false", what, key);
     *out = cJSON_IsTrue(v);
     return LOAM_OK;
 }
 
-static bool is_whole(double v) { return v == floor(v) && fabs(v) < 1e15; }
+static bool is_whole(double v) {
+    return v == floor(v) && fabs(v) < 1e15;
+}
 
 static loam_status config_mlx(loader *L, const cJSON *cfg, const char *what, loam_err *err) {
     const cJSON *ft = obj_get(cfg, "fine_tune_type");
     if (is_set(ft)) {
         if (!cJSON_IsString(ft))
-            return loam__fail(err, LOAM_E_FORMAT, "%s: \"fine_tune_type\" must be a string",
-                              what);
+            return loam__fail(err, LOAM_E_FORMAT, "%s: \"fine_tune_type\" must be a string", what);
         if (strcmp(ft->valuestring, "full") == 0)
             return loam__fail(err, LOAM_E_UNSUPPORTED,
                               "%s: fine_tune_type \"full\" stores whole weights, not an adapter; "
                               "use the fine-tuned model directory instead",
                               what);
-        if (strcmp(ft->valuestring, "dora") == 0) L->dora = true;
+        if (strcmp(ft->valuestring, "dora") == 0)
+            L->dora = true;
         else if (strcmp(ft->valuestring, "lora") != 0)
             return loam__fail(err, LOAM_E_FORMAT,
                               "%s: fine_tune_type \"%.40s\" (expected lora, dora or full)", what,
@@ -160,7 +165,8 @@ static loam_status config_mlx(loader *L, const cJSON *cfg, const char *what, loa
     }
     double nl;
     loam_status s = get_number(cfg, "num_layers", 16, &nl, what, err);
-    if (s) return s;
+    if (s)
+        return s;
     if (!is_whole(nl))
         return loam__fail(err, LOAM_E_FORMAT, "%s: num_layers %g is not an integer", what, nl);
     int32_t n_layer = L->base->n_layer;
@@ -172,8 +178,10 @@ static loam_status config_mlx(loader *L, const cJSON *cfg, const char *what, loa
         if (!cJSON_IsObject(lp))
             return loam__fail(err, LOAM_E_FORMAT, "%s: \"lora_parameters\" must be an object",
                               what);
-        if ((s = get_number(lp, "rank", 8, &rank, what, err))) return s;
-        if ((s = get_number(lp, "scale", 20, &scale, what, err))) return s;
+        if ((s = get_number(lp, "rank", 8, &rank, what, err)))
+            return s;
+        if ((s = get_number(lp, "scale", 20, &scale, what, err)))
+            return s;
         const cJSON *keys = obj_get(lp, "keys");
         if (is_set(keys)) {
             if (!cJSON_IsArray(keys))
@@ -198,22 +206,26 @@ static loam_status compile_patterns(const cJSON *pat, const char *field, pcre2_c
                                     int *n_out, const char *what, loam_err *err) {
     *out = NULL;
     *n_out = 0;
-    if (!is_set(pat)) return LOAM_OK;
+    if (!is_set(pat))
+        return LOAM_OK;
     if (!cJSON_IsObject(pat))
         return loam__fail(err, LOAM_E_FORMAT, "%s: \"%s\" must be an object", what, field);
     int n = cJSON_GetArraySize(pat);
-    if (n == 0) return LOAM_OK;
+    if (n == 0)
+        return LOAM_OK;
     pcre2_code **re = loam__calloc((size_t)n, sizeof *re);
-    if (!re) return loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", what);
+    if (!re)
+        return loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", what);
     *out = re;
     int i = 0;
     for (const cJSON *e = pat->child; e; e = e->next, i++) {
         if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
-            return loam__fail(err, LOAM_E_FORMAT, "%s: %s[\"%.60s\"] must be a number", what,
-                              field, e->string);
+            return loam__fail(err, LOAM_E_FORMAT, "%s: %s[\"%.60s\"] must be a number", what, field,
+                              e->string);
         size_t klen = strlen(e->string);
         char *src = loam__malloc(klen + 16);
-        if (!src) return loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", what);
+        if (!src)
+            return loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", what);
         snprintf(src, klen + 16, "(.*\\.)?(%s)$", e->string);
         int ecode;
         PCRE2_SIZE eoff;
@@ -232,7 +244,8 @@ static loam_status compile_patterns(const cJSON *pat, const char *field, pcre2_c
 }
 
 static void free_patterns(pcre2_code **re, int n) {
-    for (int i = 0; i < n; i++) pcre2_code_free(re[i]);
+    for (int i = 0; i < n; i++)
+        pcre2_code_free(re[i]);
     loam__free(re);
 }
 
@@ -242,10 +255,12 @@ static double pattern_value(pcre2_code *const *re, int n, const cJSON *pat, cons
     const cJSON *e = pat ? pat->child : NULL;
     for (int i = 0; i < n && e; i++, e = e->next) {
         pcre2_match_data *md = pcre2_match_data_create_from_pattern(re[i], NULL);
-        if (!md) continue;
+        if (!md)
+            continue;
         int rc = pcre2_match(re[i], (PCRE2_SPTR)name, strlen(name), 0, 0, md, NULL);
         pcre2_match_data_free(md);
-        if (rc >= 0) return e->valuedouble;
+        if (rc >= 0)
+            return e->valuedouble;
     }
     return def;
 }
@@ -256,23 +271,26 @@ static loam_status config_peft(loader *L, const cJSON *cfg, const char *what, lo
         return loam__fail(err, LOAM_E_UNSUPPORTED, "%s: peft_type %.40s (only LORA is supported)",
                           what, cJSON_IsString(pt) ? pt->valuestring : "(not a string)");
     if (is_set(obj_get(cfg, "layer_replication")))
-        return loam__fail(err, LOAM_E_UNSUPPORTED, "%s: layer_replication is not supported",
-                          what);
+        return loam__fail(err, LOAM_E_UNSUPPORTED, "%s: layer_replication is not supported", what);
     if (is_set(obj_get(cfg, "alora_invocation_tokens")))
         return loam__fail(err, LOAM_E_UNSUPPORTED,
                           "%s: activated LoRA (alora_invocation_tokens) is not supported", what);
     loam_status s;
-    if ((s = get_number(cfg, "r", 8, &L->r_default, what, err))) return s;
-    if ((s = get_number(cfg, "lora_alpha", 8, &L->alpha_default, what, err))) return s;
-    if ((s = get_bool(cfg, "use_rslora", &L->rslora, what, err))) return s;
-    if ((s = get_bool(cfg, "use_dora", &L->dora, what, err))) return s;
+    if ((s = get_number(cfg, "r", 8, &L->r_default, what, err)))
+        return s;
+    if ((s = get_number(cfg, "lora_alpha", 8, &L->alpha_default, what, err)))
+        return s;
+    if ((s = get_bool(cfg, "use_rslora", &L->rslora, what, err)))
+        return s;
+    if ((s = get_bool(cfg, "use_dora", &L->dora, what, err)))
+        return s;
     L->rank_pattern = obj_get(cfg, "rank_pattern");
     L->alpha_pattern = obj_get(cfg, "alpha_pattern");
     if ((s = compile_patterns(L->rank_pattern, "rank_pattern", &L->rank_re, &L->n_rank_re, what,
                               err)))
         return s;
-    return compile_patterns(L->alpha_pattern, "alpha_pattern", &L->alpha_re, &L->n_alpha_re,
-                            what, err);
+    return compile_patterns(L->alpha_pattern, "alpha_pattern", &L->alpha_re, &L->n_alpha_re, what,
+                            err);
 }
 
 // ---- tensor names -----------------------------------------------------------------------------
@@ -282,16 +300,19 @@ static loam_status config_peft(loader *L, const cJSON *cfg, const char *what, lo
  * not one of ours (then *mod_end marks where the module path would end: at the leaf). */
 static const char *parse_prefix(const char *key, int64_t *layer, int *mod) {
     static const char pre[] = "model.layers.";
-    if (strncmp(key, pre, sizeof pre - 1) != 0) return NULL;
+    if (strncmp(key, pre, sizeof pre - 1) != 0)
+        return NULL;
     const char *p = key + sizeof pre - 1;
     int64_t n = 0;
     const char *d = p;
     while (*p >= '0' && *p <= '9') {
         n = n * 10 + (*p - '0');
         p++;
-        if (n > 1000000000) return NULL;
+        if (n > 1000000000)
+            return NULL;
     }
-    if (p == d || *p != '.' || (p - d > 1 && *d == '0')) return NULL;
+    if (p == d || *p != '.' || (p - d > 1 && *d == '0'))
+        return NULL;
     *layer = n;
     p++;
     *mod = LOAM__N_MOD;
@@ -308,9 +329,12 @@ static const char *parse_prefix(const char *key, int64_t *layer, int *mod) {
 typedef enum { LEAF_NONE, LEAF_A, LEAF_B, LEAF_M, LEAF_BIAS } leaf_kind;
 
 static leaf_kind leaf_mlx(const char *leaf) {
-    if (strcmp(leaf, "lora_a") == 0) return LEAF_A;
-    if (strcmp(leaf, "lora_b") == 0) return LEAF_B;
-    if (strcmp(leaf, "m") == 0) return LEAF_M;
+    if (strcmp(leaf, "lora_a") == 0)
+        return LEAF_A;
+    if (strcmp(leaf, "lora_b") == 0)
+        return LEAF_B;
+    if (strcmp(leaf, "m") == 0)
+        return LEAF_M;
     return LEAF_NONE;
 }
 
@@ -331,7 +355,8 @@ static leaf_kind leaf_peft(const char *leaf) {
         {"lora_magnitude_vector.default.weight", LEAF_M},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (strcmp(leaf, t[i].s) == 0) return t[i].k;
+        if (strcmp(leaf, t[i].s) == 0)
+            return t[i].k;
     return LEAF_NONE;
 }
 
@@ -344,9 +369,8 @@ static loam_status refuse_known(const loader *L, const char *key, loam_err *err)
         return loam__fail(err, LOAM_E_UNSUPPORTED,
                           "%s: tensor '%.120s': LoRA on the embedding or lm_head is not supported",
                           L->file_name, key);
-    if (strstr(key, "modules_to_save") ||
-        (L->fmt == FMT_PEFT && !strstr(key, "lora_") &&
-         (strstr(key, ".weight") || strstr(key, ".bias"))))
+    if (strstr(key, "modules_to_save") || (L->fmt == FMT_PEFT && !strstr(key, "lora_") &&
+                                           (strstr(key, ".weight") || strstr(key, ".bias"))))
         return loam__fail(err, LOAM_E_UNSUPPORTED,
                           "%s: tensor '%.120s' is a full weight (modules_to_save or a trained "
                           "bias), not a LoRA delta; not supported",
@@ -355,13 +379,15 @@ static loam_status refuse_known(const loader *L, const char *key, loam_err *err)
 }
 
 static bool mlx_wraps(const loader *L, int64_t layer, int mod) {
-    if (!L->keys) return layer >= L->first_layer;
+    if (!L->keys)
+        return layer >= L->first_layer;
     char full[96];
     snprintf(full, sizeof full, "model.layers.%lld.%s", (long long)layer, loam__mod_path[mod]);
     for (const cJSON *k = L->keys->child; k; k = k->next) {
         if (layer >= L->first_layer && strcmp(k->valuestring, loam__mod_path[mod]) == 0)
             return true;
-        if (strcmp(k->valuestring, full) == 0) return true;
+        if (strcmp(k->valuestring, full) == 0)
+            return true;
     }
     return false;
 }
@@ -372,26 +398,31 @@ static const char *dims_str(const loam_tensor *t, char *buf, size_t cap) {
     at += (size_t)snprintf(buf + at, cap - at, "[");
     for (int32_t d = 0; d < t->n_dims && at < cap; d++)
         at += (size_t)snprintf(buf + at, cap - at, d ? ", %lld" : "%lld", (long long)t->shape[d]);
-    if (at < cap) snprintf(buf + at, cap - at, "]");
+    if (at < cap)
+        snprintf(buf + at, cap - at, "]");
     return buf;
 }
 
 static loam_status classify(loader *L, const loam_tensor *t, loam_err *err) {
     const char *key = t->name;
     const char *k = key;
-    if (L->fmt == FMT_PEFT && strncmp(k, "base_model.model.", 17) == 0) k += 17;
+    if (L->fmt == FMT_PEFT && strncmp(k, "base_model.model.", 17) == 0)
+        k += 17;
     loam_status s = refuse_known(L, key, err);
-    if (s) return s;
+    if (s)
+        return s;
     int64_t layer = -1;
     int mod = LOAM__N_MOD;
     const char *leaf = parse_prefix(k, &layer, &mod);
     leaf_kind kind = LEAF_NONE;
-    if (leaf && mod < LOAM__N_MOD) kind = L->fmt == FMT_MLX ? leaf_mlx(leaf) : leaf_peft(leaf);
+    if (leaf && mod < LOAM__N_MOD)
+        kind = L->fmt == FMT_MLX ? leaf_mlx(leaf) : leaf_peft(leaf);
     if (leaf && mod == LOAM__N_MOD) {
         /* an adapter leaf on a module path we do not know: a module the model lacks */
         const char *dot = NULL;
         for (const char *q = leaf; *q; q++)
-            if (*q == '.' && (L->fmt == FMT_MLX ? leaf_mlx(q + 1) : leaf_peft(q + 1)) != LEAF_NONE) {
+            if (*q == '.' &&
+                (L->fmt == FMT_MLX ? leaf_mlx(q + 1) : leaf_peft(q + 1)) != LEAF_NONE) {
                 dot = q;
                 break;
             }
@@ -420,28 +451,31 @@ static loam_status classify(loader *L, const loam_tensor *t, loam_err *err) {
         return loam__fail(err, LOAM_E_FORMAT,
                           "%s: tensor '%.120s' is a DoRA magnitude but the config is not DoRA "
                           "(%s)",
-                          L->file_name, key,
-                          L->fmt == FMT_MLX ? "fine_tune_type" : "use_dora");
+                          L->file_name, key, L->fmt == FMT_MLX ? "fine_tune_type" : "use_dora");
     if (t->dtype != LOAM_DTYPE_F32 && t->dtype != LOAM_DTYPE_F16 && t->dtype != LOAM_DTYPE_BF16)
         return loam__fail(err, LOAM_E_FORMAT,
-                          "%s: tensor '%.120s': dtype %s (expected F32, F16 or BF16)",
-                          L->file_name, key, loam_dtype_name(t->dtype));
+                          "%s: tensor '%.120s': dtype %s (expected F32, F16 or BF16)", L->file_name,
+                          key, loam_dtype_name(t->dtype));
     int want_dims = (kind == LEAF_A || kind == LEAF_B) ? 2 : 1;
     char sh[96];
     if (t->n_dims != want_dims)
         return loam__fail(err, LOAM_E_FORMAT, "%s: tensor '%.120s': shape %s, expected %d dims",
                           L->file_name, key, dims_str(t, sh, sizeof sh), want_dims);
     plan_mod *pm = &L->plan[layer * LOAM__N_MOD + mod];
-    loam_tensor *slot = kind == LEAF_A ? &pm->a : kind == LEAF_B ? &pm->b
-                      : kind == LEAF_M ? &pm->m : &pm->bias;
+    loam_tensor *slot = kind == LEAF_A   ? &pm->a
+                        : kind == LEAF_B ? &pm->b
+                        : kind == LEAF_M ? &pm->m
+                                         : &pm->bias;
     if (slot->data)
         return loam__fail(err, LOAM_E_FORMAT, "%s: tensor '%.120s' duplicates '%.80s'",
                           L->file_name, key, slot->name);
     if (t->n_elements == 0)
         return loam__fail(err, LOAM_E_FORMAT, "%s: tensor '%.120s' is empty", L->file_name, key);
     *slot = *t;
-    if (kind == LEAF_A) pm->a_key = key;
-    if (kind == LEAF_B) pm->b_key = key;
+    if (kind == LEAF_A)
+        pm->a_key = key;
+    if (kind == LEAF_B)
+        pm->b_key = key;
     return LOAM_OK;
 }
 
@@ -459,8 +493,7 @@ static loam_status check_module(loader *L, int32_t layer, int mod, loam_err *err
     }
     if (!pm->a.data || !pm->b.data)
         return loam__fail(err, LOAM_E_FORMAT, "%s: tensor '%.120s' has no matching lora %s",
-                          L->file_name, pm->a.data ? pm->a_key : pm->b_key,
-                          pm->a.data ? "B" : "A");
+                          L->file_name, pm->a.data ? pm->a_key : pm->b_key, pm->a.data ? "B" : "A");
     /* mlx-lm: A [in, r], B [r, out]; PEFT: A [r, in], B [out, r] */
     const bool mlx = L->fmt == FMT_MLX;
     int64_t a_in = mlx ? pm->a.shape[0] : pm->a.shape[1];
@@ -508,8 +541,8 @@ static loam_status check_module(loader *L, int32_t layer, int mod, loam_err *err
     char name[96];
     snprintf(name, sizeof name, "model.layers.%d.%s", layer, loam__mod_path[mod]);
     double r = pattern_value(L->rank_re, L->n_rank_re, L->rank_pattern, name, L->r_default);
-    double alpha = pattern_value(L->alpha_re, L->n_alpha_re, L->alpha_pattern, name,
-                                 L->alpha_default);
+    double alpha =
+        pattern_value(L->alpha_re, L->n_alpha_re, L->alpha_pattern, name, L->alpha_default);
     if (r != (double)a_r)
         return loam__fail(err, LOAM_E_FORMAT,
                           "%s: tensor '%.120s' has rank %lld but adapter_config.json says r = %g",
@@ -544,17 +577,20 @@ static loam_status dora_factor(const loam__lora_base *base, int32_t layer, int m
     /* per thread: one dequantized row of W [in] and column o of B [r] */
     const size_t per = (size_t)in + (size_t)r;
     float *rows = loam__malloc((size_t)n_thr * per * sizeof *rows);
-    if (!rows) return loam__fail(err, LOAM_E_NOMEM, "%s: out of memory for DoRA", file_name);
+    if (!rows)
+        return loam__fail(err, LOAM_E_NOMEM, "%s: out of memory for DoRA", file_name);
 #pragma omp parallel for schedule(static) num_threads(n_thr)
     for (int64_t o = 0; o < out; o++) {
         float *row = rows + (size_t)omp_get_thread_num() * per, *bo = row + in;
         loam__qmat_row(W, o, row);
-        for (int32_t j = 0; j < r; j++) bo[j] = lm->b[(int64_t)j * out + o];
+        for (int32_t j = 0; j < r; j++)
+            bo[j] = lm->b[(int64_t)j * out + o];
         double ss = 0.0, w2 = 0.0;
         for (int64_t i = 0; i < in; i++) {
             const float *ai = lm->a + i * r;
             float d = 0.0f;
-            for (int32_t j = 0; j < r; j++) d += ai[j] * bo[j];
+            for (int32_t j = 0; j < r; j++)
+                d += ai[j] * bo[j];
             float v = row[i] + s * d;
             ss += (double)v * (double)v;
             w2 += (double)row[i] * (double)row[i];
@@ -579,7 +615,8 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
     float *mvec = NULL;
     size_t dl = strlen(dir);
     char *path = loam__malloc(dl + 64);
-    if (!path) return loam__fail(err, LOAM_E_NOMEM, "adapter %s: out of memory", dir);
+    if (!path)
+        return loam__fail(err, LOAM_E_NOMEM, "adapter %s: out of memory", dir);
 
     /* which format: the file present decides (both present: peft_type in the config) */
     snprintf(path, dl + 64, "%s/adapters.safetensors", dir);
@@ -602,20 +639,24 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
                            dir);
         goto done;
     }
-    if ((s = loam__read_file(path, &cfg_text, &cfg_len, err))) goto done;
-    if ((s = loam__json_parse(cfg_text, cfg_len, "adapter_config.json", &cfg, err))) goto done;
+    if ((s = loam__read_file(path, &cfg_text, &cfg_len, err)))
+        goto done;
+    if ((s = loam__json_parse(cfg_text, cfg_len, "adapter_config.json", &cfg, err)))
+        goto done;
     if (!cJSON_IsObject(cfg)) {
         s = loam__fail(err, LOAM_E_FORMAT, "%s: not a JSON object", path);
         goto done;
     }
     L->fmt = has_peft && (!has_mlx || obj_get(cfg, "peft_type")) ? FMT_PEFT : FMT_MLX;
     s = L->fmt == FMT_MLX ? config_mlx(L, cfg, path, err) : config_peft(L, cfg, path, err);
-    if (s) goto done;
+    if (s)
+        goto done;
 
     snprintf(L->file_name, sizeof L->file_name, "%s",
              L->fmt == FMT_MLX ? "adapters.safetensors" : "adapter_model.safetensors");
     snprintf(path, dl + 64, "%s/%s", dir, L->file_name);
-    if ((s = loam_st_open(&st, path, err))) goto done;
+    if ((s = loam_st_open(&st, path, err)))
+        goto done;
 
     const int64_t n_slots = (int64_t)base->n_layer * LOAM__N_MOD;
     L->plan = loam__calloc((size_t)n_slots, sizeof *L->plan);
@@ -629,16 +670,19 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
             s = loam__fail(err, s, "%s: tensor %zu unreadable", path, i);
             goto done;
         }
-        if ((s = classify(L, &t, err))) goto done;
+        if ((s = classify(L, &t, err)))
+            goto done;
     }
     /* sizes: A, B, dora, bias per adapted module, all 64-bit checked */
     uint64_t n_floats = 0;
     bool any_dora = false;
     for (int32_t l = 0; l < base->n_layer; l++)
         for (int m = 0; m < LOAM__N_MOD; m++) {
-            if ((s = check_module(L, l, m, err))) goto done;
+            if ((s = check_module(L, l, m, err)))
+                goto done;
             const plan_mod *pm = &L->plan[l * LOAM__N_MOD + m];
-            if (!pm->a.data) continue;
+            if (!pm->a.data)
+                continue;
             uint64_t in = (uint64_t)base->in[m], o = (uint64_t)base->out[m], r = (uint64_t)pm->r;
             uint64_t ab, t1, t2;
             if (loam__mul_u64(in + o, r, &ab) || loam__add_u64(n_floats, ab, &t1) ||
@@ -651,8 +695,10 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
             any_dora |= L->dora;
         }
     a = loam__calloc(1, sizeof *a);
-    if (a) a->mods = loam__calloc((size_t)n_slots, sizeof *a->mods);
-    if (a && n_floats) a->block = loam__malloc((size_t)n_floats * sizeof(float));
+    if (a)
+        a->mods = loam__calloc((size_t)n_slots, sizeof *a->mods);
+    if (a && n_floats)
+        a->block = loam__malloc((size_t)n_floats * sizeof(float));
     if (!a || !a->mods || (n_floats && !a->block)) {
         s = loam__fail(err, LOAM_E_NOMEM, "%s: out of memory for %llu adapter floats", path,
                        (unsigned long long)n_floats);
@@ -661,7 +707,8 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
     a->format = L->fmt == FMT_MLX ? "mlx-lm" : "peft";
     a->n_layer = base->n_layer;
     int64_t max_out = 0;
-    for (int m = 0; m < LOAM__N_MOD; m++) max_out = base->out[m] > max_out ? base->out[m] : max_out;
+    for (int m = 0; m < LOAM__N_MOD; m++)
+        max_out = base->out[m] > max_out ? base->out[m] : max_out;
     if (any_dora && !(mvec = loam__malloc((size_t)max_out * sizeof *mvec))) {
         s = loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", path);
         goto done;
@@ -670,7 +717,8 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
     for (int32_t l = 0; l < base->n_layer; l++)
         for (int m = 0; m < LOAM__N_MOD; m++) {
             const plan_mod *pm = &L->plan[l * LOAM__N_MOD + m];
-            if (!pm->a.data) continue;
+            if (!pm->a.data)
+                continue;
             loam__lora_mod *lm = &a->mods[l * LOAM__N_MOD + m];
             const int64_t in = base->in[m], o = base->out[m], r = pm->r;
             const bool tr = L->fmt == FMT_PEFT; /* PEFT stores both transposed */
@@ -688,9 +736,10 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
                 next += o;
             }
             if (L->dora) {
-                if (pm->m.data) to_f32(&pm->m, false, 1, o, mvec);
-                if ((s = dora_factor(base, l, m, lm, pm->m.data ? mvec : NULL, next,
-                                     L->file_name, err)))
+                if (pm->m.data)
+                    to_f32(&pm->m, false, 1, o, mvec);
+                if ((s = dora_factor(base, l, m, lm, pm->m.data ? mvec : NULL, next, L->file_name,
+                                     err)))
                     goto done;
                 lm->dora = next;
                 next += o;
@@ -724,24 +773,27 @@ loam_status loam__adapter_load(loam__adapter **out, const char *dir, const loam_
 }
 
 void loam__adapter_free(loam__adapter *a) {
-    if (!a) return;
+    if (!a)
+        return;
     loam__free(a->block);
     loam__free(a->mods);
     loam__free(a);
 }
 
 const loam__lora_mod *loam__adapter_mod(const loam__adapter *a, int32_t layer, loam__mod mod) {
-    if (!a || layer < 0 || layer >= a->n_layer || (int)mod < 0 || mod >= LOAM__N_MOD) return NULL;
+    if (!a || layer < 0 || layer >= a->n_layer || (int)mod < 0 || mod >= LOAM__N_MOD)
+        return NULL;
     const loam__lora_mod *lm = &a->mods[layer * LOAM__N_MOD + mod];
     return lm->a ? lm : NULL;
 }
 
-const char *loam__adapter_format(const loam__adapter *a) { return a ? a->format : NULL; }
+const char *loam__adapter_format(const loam__adapter *a) {
+    return a ? a->format : NULL;
+}
 
 // ---- apply ------------------------------------------------------------------------------------
 
-void loam__lora_down(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in,
-                     float *t) {
+void loam__lora_down(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in, float *t) {
     const int32_t r = mod->r;
     const float *A = mod->a;
     for (int64_t row = 0; row < m; row++) {
@@ -754,13 +806,16 @@ void loam__lora_down(const loam__lora_mod *mod, const float *x, int64_t m, int64
             for (int64_t i = 0; i < in; i++) {
                 const float xi = xr[i];
                 const float *ai = A + i * r + j0;
-                for (int k = 0; k < 8; k++) acc[k] += xi * ai[k];
+                for (int k = 0; k < 8; k++)
+                    acc[k] += xi * ai[k];
             }
-            for (int k = 0; k < 8; k++) tr[j0 + k] = mod->scale * acc[k];
+            for (int k = 0; k < 8; k++)
+                tr[j0 + k] = mod->scale * acc[k];
         }
         for (int32_t j = j0; j < r; j++) {
             float acc = 0.0f;
-            for (int64_t i = 0; i < in; i++) acc += xr[i] * A[i * r + j];
+            for (int64_t i = 0; i < in; i++)
+                acc += xr[i] * A[i * r + j];
             tr[j] = mod->scale * acc;
         }
     }
@@ -776,31 +831,37 @@ void loam__lora_up(const loam__lora_mod *mod, const float *t, int64_t m, int64_t
         int64_t o = o0;
         for (; o + 16 <= o1; o += 16) {
             float acc[16];
-            for (int k = 0; k < 16; k++) acc[k] = yr[o + k];
+            for (int k = 0; k < 16; k++)
+                acc[k] = yr[o + k];
             for (int32_t j = 0; j < r; j++) {
                 const float tj = tr[j];
                 const float *bj = B + (int64_t)j * out + o;
-                for (int k = 0; k < 16; k++) acc[k] += tj * bj[k];
+                for (int k = 0; k < 16; k++)
+                    acc[k] += tj * bj[k];
             }
-            for (int k = 0; k < 16; k++) yr[o + k] = acc[k];
+            for (int k = 0; k < 16; k++)
+                yr[o + k] = acc[k];
         }
         for (; o < o1; o++) {
             float acc = yr[o];
-            for (int32_t j = 0; j < r; j++) acc += tr[j] * B[(int64_t)j * out + o];
+            for (int32_t j = 0; j < r; j++)
+                acc += tr[j] * B[(int64_t)j * out + o];
             yr[o] = acc;
         }
         if (mod->bias)
-            for (o = o0; o < o1; o++) yr[o] += mod->scale * mod->bias[o];
+            for (o = o0; o < o1; o++)
+                yr[o] += mod->scale * mod->bias[o];
         if (mod->dora)
-            for (o = o0; o < o1; o++) yr[o] *= mod->dora[o];
+            for (o = o0; o < o1; o++)
+                yr[o] *= mod->dora[o];
     }
 }
 
 /* Below this many floats of A and B per call, threads cost more than they save. */
 #define LORA_PAR_MIN_FLOATS (1 << 16)
 
-void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in,
-                      int64_t out, float *y, float *scratch) {
+void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in, int64_t out,
+                      float *y, float *scratch) {
     const int64_t r = mod->r;
     const int n_thr = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (n_thr <= 1 || (in + out) * r < LORA_PAR_MIN_FLOATS) {
@@ -827,13 +888,15 @@ void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int6
 #pragma omp single
                 for (int64_t j = 0; j < r; j++) {
                     float acc = 0.0f;
-                    for (int k = 0; k < nt; k++) acc += part[k * 64 + j];
+                    for (int k = 0; k < nt; k++)
+                        acc += part[k * 64 + j];
                     tr[j] = acc;
                 }
                 const int64_t blocks = (out + 15) / 16;
                 const int64_t b0 = blocks * id / nt, b1 = blocks * (id + 1) / nt;
                 const int64_t o0 = b0 * 16, o1 = b1 * 16 < out ? b1 * 16 : out;
-                if (o0 < o1) loam__lora_up(mod, tr, 1, out, o0, o1, y + row * out);
+                if (o0 < o1)
+                    loam__lora_up(mod, tr, 1, out, o0, o1, y + row * out);
             }
         } else {
             loam__lora_down(mod, xr, 1, in, tr);
@@ -843,7 +906,8 @@ void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int6
                 const int64_t blocks = (out + 15) / 16;
                 const int64_t b0 = blocks * id / nt, b1 = blocks * (id + 1) / nt;
                 const int64_t o0 = b0 * 16, o1 = b1 * 16 < out ? b1 * 16 : out;
-                if (o0 < o1) loam__lora_up(mod, tr, 1, out, o0, o1, y + row * out);
+                if (o0 < o1)
+                    loam__lora_up(mod, tr, 1, out, o0, o1, y + row * out);
             }
         }
     }

@@ -63,8 +63,8 @@ const char *loam__adapter_format(const loam__adapter *a);
  * floats. y must hold the base output without the Linear bias. Splits large modules over
  * OpenMP threads when called outside a parallel region; inside one it runs on the calling
  * thread. Equals loam__lora_down followed by loam__lora_up over [0, out). */
-void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in,
-                      int64_t out, float *y, float *scratch);
+void loam__lora_apply(const loam__lora_mod *mod, const float *x, int64_t m, int64_t in, int64_t out,
+                      float *y, float *scratch);
 /* The two halves, for a backend that fuses the LoRA term into its own threaded matmul:
  * t [m, r] = scale·(x [m, in] · A), computed once per step; then, by any thread for its own
  * output range, y [m, o0:o1] += t·B[:, o0:o1] (+ scale·bias), then ⊙ dora over that range. */

@@ -47,7 +47,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl64(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t xoshiro_next(uint64_t st[4]) {
     uint64_t result = rotl64(st[1] * 5, 7) * 9;
@@ -74,11 +76,11 @@ struct loam_sampler {
     int32_t n_vocab;
     uint64_t seed;
     uint64_t rng[4];
-    int32_t *hist;     /* (hist_cap) ring of accepted tokens */
-    int32_t hist_cap;  /* max of the active windows, >= 1 */
-    int64_t n_hist;    /* tokens accepted since reset (ring holds the last min(n, cap)) */
-    int32_t *idx;      /* (n_vocab) candidate ids, in rank order for the kept prefix */
-    uint8_t *mark;     /* (n_vocab) all zero between calls: distinct-token marks */
+    int32_t *hist;    /* (hist_cap) ring of accepted tokens */
+    int32_t hist_cap; /* max of the active windows, >= 1 */
+    int64_t n_hist;   /* tokens accepted since reset (ring holds the last min(n, cap)) */
+    int32_t *idx;     /* (n_vocab) candidate ids, in rank order for the kept prefix */
+    uint8_t *mark;    /* (n_vocab) all zero between calls: distinct-token marks */
 };
 
 loam_sampler_params loam_sampler_params_default(void) {
@@ -103,17 +105,19 @@ loam_sampler_params loam_sampler_params_default(void) {
 
 static void seed_rng(loam_sampler *s) {
     uint64_t x = s->seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
 }
 
 /* windows bound what the ring must hold; 1 << 20 accepted tokens is beyond any context */
 #define MAX_WINDOW (1 << 20)
 
-loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *params,
-                             int32_t n_vocab, loam_err *err) {
+loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *params, int32_t n_vocab,
+                             loam_err *err) {
     *out = NULL;
     loam_sampler_params p = params ? *params : loam_sampler_params_default();
-    if (n_vocab < 1) return loam__fail(err, LOAM_E_INVAL, "sampler: n_vocab %d < 1", n_vocab);
+    if (n_vocab < 1)
+        return loam__fail(err, LOAM_E_INVAL, "sampler: n_vocab %d < 1", n_vocab);
     if (!(p.temperature >= 0.0f) || isinf(p.temperature))
         return loam__fail(err, LOAM_E_INVAL, "sampler: temperature %g must be finite and >= 0",
                           (double)p.temperature);
@@ -150,7 +154,8 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
         if (windows[i].w < 1 || windows[i].w > MAX_WINDOW)
             return loam__fail(err, LOAM_E_INVAL, "sampler: %s %d must be in [1, %d]",
                               windows[i].name, windows[i].w, MAX_WINDOW);
-        if (windows[i].active && windows[i].w > cap) cap = windows[i].w;
+        if (windows[i].active && windows[i].w > cap)
+            cap = windows[i].w;
     }
     if (p.n_logit_bias && !p.logit_bias)
         return loam__fail(err, LOAM_E_INVAL, "sampler: logit_bias is NULL but n_logit_bias is %zu",
@@ -166,15 +171,19 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
     }
 
     loam_sampler *s = loam__calloc(1, sizeof *s);
-    if (!s) goto nomem;
+    if (!s)
+        goto nomem;
     s->n_vocab = n_vocab;
     s->hist_cap = cap;
     s->hist = loam__malloc((size_t)cap * sizeof *s->hist);
     s->idx = loam__malloc((size_t)n_vocab * sizeof *s->idx);
     s->mark = loam__calloc((size_t)n_vocab, 1);
-    if (p.n_logit_bias) s->bias = loam__malloc(p.n_logit_bias * sizeof *s->bias);
-    if (!s->hist || !s->idx || !s->mark || (p.n_logit_bias && !s->bias)) goto nomem;
-    if (p.n_logit_bias) memcpy(s->bias, p.logit_bias, p.n_logit_bias * sizeof *s->bias);
+    if (p.n_logit_bias)
+        s->bias = loam__malloc(p.n_logit_bias * sizeof *s->bias);
+    if (!s->hist || !s->idx || !s->mark || (p.n_logit_bias && !s->bias))
+        goto nomem;
+    if (p.n_logit_bias)
+        memcpy(s->bias, p.logit_bias, p.n_logit_bias * sizeof *s->bias);
     p.logit_bias = s->bias;
     s->p = p;
     if (p.seed == LOAM_SEED_RANDOM) {
@@ -184,7 +193,8 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
         x ^= (uint64_t)getpid() << 32;
         x ^= (uint64_t)(uintptr_t)s;
         s->seed = splitmix64(&x);
-        if (s->seed == LOAM_SEED_RANDOM) s->seed = 0; /* keep "the seed in use" reusable */
+        if (s->seed == LOAM_SEED_RANDOM)
+            s->seed = 0; /* keep "the seed in use" reusable */
     } else {
         s->seed = p.seed;
     }
@@ -193,12 +203,12 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
     return LOAM_OK;
 nomem:
     loam_sampler_free(s);
-    return loam__fail(err, LOAM_E_NOMEM, "sampler: out of memory for a vocabulary of %d",
-                      n_vocab);
+    return loam__fail(err, LOAM_E_NOMEM, "sampler: out of memory for a vocabulary of %d", n_vocab);
 }
 
 void loam_sampler_free(loam_sampler *s) {
-    if (!s) return;
+    if (!s)
+        return;
     loam__free(s->bias);
     loam__free(s->hist);
     loam__free(s->idx);
@@ -211,10 +221,13 @@ void loam_sampler_reset(loam_sampler *s) {
     seed_rng(s);
 }
 
-uint64_t loam_sampler_seed(const loam_sampler *s) { return s->seed; }
+uint64_t loam_sampler_seed(const loam_sampler *s) {
+    return s->seed;
+}
 
 void loam_sampler_accept(loam_sampler *s, int32_t token) {
-    if (token < 0 || token >= s->n_vocab) return;
+    if (token < 0 || token >= s->n_vocab)
+        return;
     s->hist[s->n_hist % s->hist_cap] = token;
     s->n_hist++;
 }
@@ -233,31 +246,37 @@ static int64_t window_len(const loam_sampler *s, int32_t w) {
 
 static void apply_processors(loam_sampler *s, float *logits) {
     const loam_sampler_params *p = &s->p;
-    for (size_t i = 0; i < p->n_logit_bias; i++) logits[p->logit_bias[i].token] += p->logit_bias[i].bias;
+    for (size_t i = 0; i < p->n_logit_bias; i++)
+        logits[p->logit_bias[i].token] += p->logit_bias[i].bias;
     if (p->repetition_penalty != 0.0f) {
         int64_t n = window_len(s, p->repetition_window);
         for (int64_t i = 0; i < n; i++) {
             int32_t t = hist_back(s, i);
-            if (s->mark[t]) continue;
+            if (s->mark[t])
+                continue;
             s->mark[t] = 1;
             float v = logits[t];
             logits[t] = v < 0.0f ? v * p->repetition_penalty : v / p->repetition_penalty;
         }
-        for (int64_t i = 0; i < n; i++) s->mark[hist_back(s, i)] = 0;
+        for (int64_t i = 0; i < n; i++)
+            s->mark[hist_back(s, i)] = 0;
     }
     if (p->presence_penalty != 0.0f) {
         int64_t n = window_len(s, p->presence_window);
         for (int64_t i = 0; i < n; i++) {
             int32_t t = hist_back(s, i);
-            if (s->mark[t]) continue;
+            if (s->mark[t])
+                continue;
             s->mark[t] = 1;
             logits[t] -= p->presence_penalty;
         }
-        for (int64_t i = 0; i < n; i++) s->mark[hist_back(s, i)] = 0;
+        for (int64_t i = 0; i < n; i++)
+            s->mark[hist_back(s, i)] = 0;
     }
     if (p->frequency_penalty != 0.0f) {
         int64_t n = window_len(s, p->frequency_window);
-        for (int64_t i = 0; i < n; i++) logits[hist_back(s, i)] -= p->frequency_penalty;
+        for (int64_t i = 0; i < n; i++)
+            logits[hist_back(s, i)] -= p->frequency_penalty;
     }
 }
 
@@ -278,9 +297,12 @@ static inline void swap_i32(int32_t *a, int32_t *b) {
 static void sift_down(const float *v, int32_t *x, int64_t n, int64_t i) {
     for (;;) {
         int64_t c = 2 * i + 1;
-        if (c >= n) return;
-        if (c + 1 < n && ranks_before(v, x[c], x[c + 1])) c++;
-        if (!ranks_before(v, x[i], x[c])) return;
+        if (c >= n)
+            return;
+        if (c + 1 < n && ranks_before(v, x[c], x[c + 1]))
+            c++;
+        if (!ranks_before(v, x[i], x[c]))
+            return;
         swap_i32(&x[i], &x[c]);
         i = c;
     }
@@ -288,7 +310,8 @@ static void sift_down(const float *v, int32_t *x, int64_t n, int64_t i) {
 
 /* Sorts x[0, n) in rank order (heapsort: in place, O(n log n), deterministic). */
 static void sort_rank(const float *v, int32_t *x, int64_t n) {
-    for (int64_t i = n / 2 - 1; i >= 0; i--) sift_down(v, x, n, i);
+    for (int64_t i = n / 2 - 1; i >= 0; i--)
+        sift_down(v, x, n, i);
     for (int64_t end = n - 1; end > 0; end--) {
         swap_i32(&x[0], &x[end]);
         sift_down(v, x, end, 0);
@@ -299,10 +322,12 @@ static void sort_rank(const float *v, int32_t *x, int64_t n) {
  * Quickselect with a median-of-three pivot; after 2·log2(n) rounds without converging it sorts
  * the remaining range instead (introselect), so the worst case stays O(n log n). */
 static void select_top(const float *v, int32_t *x, int64_t n, int64_t k) {
-    if (k <= 0 || k >= n) return;
+    if (k <= 0 || k >= n)
+        return;
     int64_t lo = 0, hi = n; /* the boundary k lies in [lo, hi) */
     int budget = 2;
-    for (int64_t t = n; t > 1; t >>= 1) budget += 2;
+    for (int64_t t = n; t > 1; t >>= 1)
+        budget += 2;
     while (hi - lo > 1) {
         if (budget-- == 0) {
             sort_rank(v, x + lo, hi - lo);
@@ -310,17 +335,24 @@ static void select_top(const float *v, int32_t *x, int64_t n, int64_t k) {
         }
         int64_t mid = lo + (hi - lo) / 2;
         /* median of x[lo], x[mid], x[hi-1] moved to x[hi-1] as the pivot */
-        if (ranks_before(v, x[mid], x[lo])) swap_i32(&x[mid], &x[lo]);
-        if (ranks_before(v, x[hi - 1], x[lo])) swap_i32(&x[hi - 1], &x[lo]);
-        if (ranks_before(v, x[mid], x[hi - 1])) swap_i32(&x[mid], &x[hi - 1]);
+        if (ranks_before(v, x[mid], x[lo]))
+            swap_i32(&x[mid], &x[lo]);
+        if (ranks_before(v, x[hi - 1], x[lo]))
+            swap_i32(&x[hi - 1], &x[lo]);
+        if (ranks_before(v, x[mid], x[hi - 1]))
+            swap_i32(&x[mid], &x[hi - 1]);
         int32_t pivot = x[hi - 1];
         int64_t store = lo;
         for (int64_t i = lo; i < hi - 1; i++)
-            if (ranks_before(v, x[i], pivot)) swap_i32(&x[i], &x[store++]);
+            if (ranks_before(v, x[i], pivot))
+                swap_i32(&x[i], &x[store++]);
         swap_i32(&x[store], &x[hi - 1]); /* x[lo, store) rank before the pivot at store */
-        if (store == k || store + 1 == k) return;
-        if (store > k) hi = store;
-        else lo = store + 1;
+        if (store == k || store + 1 == k)
+            return;
+        if (store > k)
+            hi = store;
+        else
+            lo = store + 1;
     }
 }
 
@@ -332,18 +364,24 @@ static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool *al
     const loam_sampler_params *p = &s->p;
     const int64_t n = s->n_vocab;
     int64_t bound = n;
-    if (p->top_k > 0 && p->top_k < bound) bound = p->top_k;
+    if (p->top_k > 0 && p->top_k < bound)
+        bound = p->top_k;
     if (p->min_p > 0.0f) {
         float thr = lpmax + (float)log((double)p->min_p);
         int64_t cnt = 0;
-        for (int64_t i = 0; i < n; i++) cnt += lp[i] >= thr;
-        if (cnt < p->min_tokens_to_keep) cnt = p->min_tokens_to_keep;
-        if (cnt < bound) bound = cnt;
+        for (int64_t i = 0; i < n; i++)
+            cnt += lp[i] >= thr;
+        if (cnt < p->min_tokens_to_keep)
+            cnt = p->min_tokens_to_keep;
+        if (cnt < bound)
+            bound = cnt;
     }
     const bool top_p = p->top_p > 0.0f && p->top_p < 1.0f;
     *all = bound == n && !top_p;
-    if (*all) return n;
-    for (int64_t i = 0; i < n; i++) s->idx[i] = (int32_t)i;
+    if (*all)
+        return n;
+    for (int64_t i = 0; i < n; i++)
+        s->idx[i] = (int32_t)i;
     if (!top_p) {
         select_top(lp, s->idx, n, bound);
         return bound;
@@ -355,10 +393,12 @@ static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool *al
         select_top(lp, s->idx + have, n - have, want - have);
         sort_rank(lp, s->idx + have, want - have);
         for (int64_t r = have; r < want; r++) {
-            if (mass >= (double)p->top_p) return r;
+            if (mass >= (double)p->top_p)
+                return r;
             mass += (double)expf(lp[s->idx[r]]);
         }
-        if (want == bound) return bound;
+        if (want == bound)
+            return bound;
         have = want;
         want = want * 8 < bound ? want * 8 : bound;
     }
@@ -374,26 +414,34 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
     float vmax = -INFINITY;
     for (int64_t i = 0; i < n; i++) {
         float v = logits[i];
-        if (isnan(v)) v = logits[i] = -INFINITY;
-        else if (v == INFINITY) v = logits[i] = FLT_MAX;
+        if (isnan(v))
+            v = logits[i] = -INFINITY;
+        else if (v == INFINITY)
+            v = logits[i] = FLT_MAX;
         if (v > vmax) {
             vmax = v;
             imax = i;
         }
     }
     if (imax < 0) { /* every logit is -inf */
-        if (logprob) *logprob = -INFINITY;
+        if (logprob)
+            *logprob = -INFINITY;
         return -1;
     }
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)expf(logits[i] - vmax);
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)expf(logits[i] - vmax);
     const float lse = vmax + (float)log(sum);
-    for (int64_t i = 0; i < n; i++) logits[i] -= lse;
+    for (int64_t i = 0; i < n; i++)
+        logits[i] -= lse;
     const float *lp = logits;
     const float lpmax = lp[imax];
 
-    if (p->temperature == 0.0f) {
-        if (logprob) *logprob = lpmax;
+    /* temperature 0, or so small that 1/T overflows: the limit of the draw is the argmax */
+    const float inv_t = p->temperature > 0.0f ? 1.0f / p->temperature : INFINITY;
+    if (isinf(inv_t)) {
+        if (logprob)
+            *logprob = lpmax;
         return (int32_t)imax;
     }
 
@@ -401,7 +449,6 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
     const int64_t keep = survivors(s, lp, lpmax, &all);
 
     /* draw from exp((lp - lpmax) / T) over the survivors */
-    const float inv_t = 1.0f / p->temperature;
     double total = 0.0;
     for (int64_t r = 0; r < keep; r++) {
         int64_t i = all ? r : s->idx[r];
@@ -413,22 +460,28 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
     for (int64_t r = 0; r < keep; r++) {
         int64_t i = all ? r : s->idx[r];
         double w = (double)expf((lp[i] - lpmax) * inv_t);
-        if (w == 0.0) continue;
+        if (w == 0.0)
+            continue;
         acc += w;
         chosen = i; /* the last positive-weight survivor if rounding leaves u unreached */
-        if (acc > u) break;
+        if (acc > u)
+            break;
     }
-    if (logprob) *logprob = (lp[chosen] - lpmax) * inv_t - (float)log(total);
+    if (logprob)
+        *logprob = (lp[chosen] - lpmax) * inv_t - (float)log(total);
     return (int32_t)chosen;
 }
 
 int32_t loam_sampler_top_logprobs(const float *logprobs, int32_t n_vocab, int32_t n, int32_t *ids,
                                   float *values) {
-    if (n <= 0 || n_vocab <= 0) return 0;
-    if (n > n_vocab) n = n_vocab;
+    if (n <= 0 || n_vocab <= 0)
+        return 0;
+    if (n > n_vocab)
+        n = n_vocab;
     int32_t have = 0; /* ids[0, have) sorted in rank order */
     for (int32_t t = 0; t < n_vocab; t++) {
-        if (have == n && !ranks_before(logprobs, t, ids[n - 1])) continue;
+        if (have == n && !ranks_before(logprobs, t, ids[n - 1]))
+            continue;
         int32_t pos = have < n ? have++ : n - 1;
         while (pos > 0 && ranks_before(logprobs, t, ids[pos - 1])) {
             ids[pos] = ids[pos - 1];
@@ -436,39 +489,43 @@ int32_t loam_sampler_top_logprobs(const float *logprobs, int32_t n_vocab, int32_
         }
         ids[pos] = t;
     }
-    for (int32_t i = 0; i < n; i++) values[i] = logprobs[ids[i]];
+    for (int32_t i = 0; i < n; i++)
+        values[i] = logprobs[ids[i]];
     return n;
 }
 
 // ---- stop strings -----------------------------------------------------------------------------
 
 struct loam_stop_matcher {
-    char **stops;    /* (n_stops) own copies */
-    size_t *lens;    /* (n_stops) */
+    char **stops; /* (n_stops) own copies */
+    size_t *lens; /* (n_stops) */
     size_t n_stops;
-    char *buf;       /* received text; [emit_from, len) not yet released */
+    char *buf; /* received text; [emit_from, len) not yet released */
     size_t cap, len, emit_from;
     bool stopped;
     int which;
 };
 
-loam_status loam_stop_matcher_new(loam_stop_matcher **out, const char *const *stops,
-                                  size_t n_stops, loam_err *err) {
+loam_status loam_stop_matcher_new(loam_stop_matcher **out, const char *const *stops, size_t n_stops,
+                                  loam_err *err) {
     *out = NULL;
     for (size_t i = 0; i < n_stops; i++)
         if (!stops[i] || !stops[i][0])
             return loam__fail(err, LOAM_E_INVAL, "stop strings: entry %zu is empty", i);
     loam_stop_matcher *m = loam__calloc(1, sizeof *m);
-    if (!m) goto nomem;
+    if (!m)
+        goto nomem;
     m->which = -1;
     if (n_stops) {
         m->stops = loam__calloc(n_stops, sizeof *m->stops);
         m->lens = loam__calloc(n_stops, sizeof *m->lens);
-        if (!m->stops || !m->lens) goto nomem;
+        if (!m->stops || !m->lens)
+            goto nomem;
         m->n_stops = n_stops;
         for (size_t i = 0; i < n_stops; i++) {
             m->lens[i] = strlen(stops[i]);
-            if (!(m->stops[i] = loam__strdup(stops[i]))) goto nomem;
+            if (!(m->stops[i] = loam__strdup(stops[i])))
+                goto nomem;
         }
     }
     *out = m;
@@ -479,8 +536,10 @@ nomem:
 }
 
 void loam_stop_matcher_free(loam_stop_matcher *m) {
-    if (!m) return;
-    for (size_t i = 0; m->stops && i < m->n_stops; i++) loam__free(m->stops[i]);
+    if (!m)
+        return;
+    for (size_t i = 0; m->stops && i < m->n_stops; i++)
+        loam__free(m->stops[i]);
     loam__free(m->stops);
     loam__free(m->lens);
     loam__free(m->buf);
@@ -493,13 +552,16 @@ void loam_stop_matcher_reset(loam_stop_matcher *m) {
     m->which = -1;
 }
 
-int loam_stop_matcher_which(const loam_stop_matcher *m) { return m->which; }
+int loam_stop_matcher_which(const loam_stop_matcher *m) {
+    return m->which;
+}
 
 /* Bytes at the end of t[0, n) that start a UTF-8 sequence not yet complete (0 if none). */
 static size_t utf8_incomplete_tail(const unsigned char *t, size_t n) {
     for (size_t back = 1; back <= 4 && back <= n; back++) {
         unsigned char c = t[n - back];
-        if ((c & 0xC0) == 0x80) continue; /* continuation byte: keep looking for the lead */
+        if ((c & 0xC0) == 0x80)
+            continue; /* continuation byte: keep looking for the lead */
         size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
         return need > back ? back : 0;
     }
@@ -511,11 +573,14 @@ loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_
                                    loam_err *err) {
     *out = "";
     *out_len = 0;
-    if (stopped) *stopped = m->stopped;
-    if (m->stopped) return LOAM_OK;
+    if (stopped)
+        *stopped = m->stopped;
+    if (m->stopped)
+        return LOAM_OK;
     /* drop what the previous call released, then append */
     size_t held = m->len - m->emit_from;
-    if (held) memmove(m->buf, m->buf + m->emit_from, held);
+    if (held)
+        memmove(m->buf, m->buf + m->emit_from, held);
     m->len = held;
     m->emit_from = 0;
     uint64_t need;
@@ -523,14 +588,18 @@ loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_
         return loam__fail(err, LOAM_E_NOMEM, "stop strings: text too long");
     if (need > m->cap) {
         size_t cap = m->cap ? m->cap : 256;
-        while (cap < need) cap = cap > SIZE_MAX / 2 ? (size_t)need : cap * 2;
+        while (cap < need)
+            cap = cap > SIZE_MAX / 2 ? (size_t)need : cap * 2;
         char *nb = loam__realloc(m->buf, cap);
-        if (!nb) return loam__fail(err, LOAM_E_NOMEM, "stop strings: out of memory");
+        if (!nb)
+            return loam__fail(err, LOAM_E_NOMEM, "stop strings: out of memory");
         m->buf = nb;
         m->cap = cap;
     }
-    if (!m->buf) return LOAM_OK; /* nothing received yet, nothing pushed */
-    if (len) memcpy(m->buf + m->len, text, len);
+    if (!m->buf)
+        return LOAM_OK; /* nothing received yet, nothing pushed */
+    if (len)
+        memcpy(m->buf + m->len, text, len);
     m->len += len;
 
     /* earliest end of a complete stop string; held text had none, so it must end in the new
@@ -539,10 +608,12 @@ loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_
     int best = -1;
     for (size_t k = 0; k < m->n_stops; k++) {
         size_t L = m->lens[k];
-        if (L > m->len) continue;
+        if (L > m->len)
+            continue;
         size_t first = held + 1 > L ? held + 1 - L : 0;
         for (size_t st = first; st + L <= m->len; st++) {
-            if (st + L > best_end) break;
+            if (st + L > best_end)
+                break;
             if (memcmp(m->buf + st, m->stops[k], L) == 0) {
                 if (st + L < best_end || (st + L == best_end && st < best_start)) {
                     best_end = st + L;
@@ -559,7 +630,8 @@ loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_
         *out = m->buf;
         *out_len = best_start;
         m->emit_from = m->len; /* nothing more to release */
-        if (stopped) *stopped = true;
+        if (stopped)
+            *stopped = true;
         return LOAM_OK;
     }
     /* hold back the longest tail that is a proper prefix of a stop string */
@@ -574,7 +646,8 @@ loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_
             }
     }
     size_t u = utf8_incomplete_tail((const unsigned char *)m->buf, m->len);
-    if (u > hold) hold = u;
+    if (u > hold)
+        hold = u;
     *out = m->buf;
     *out_len = m->len - hold;
     m->emit_from = m->len - hold;
@@ -584,7 +657,8 @@ loam_status loam_stop_matcher_push(loam_stop_matcher *m, const char *text, size_
 void loam_stop_matcher_finish(loam_stop_matcher *m, const char **out, size_t *out_len) {
     *out = "";
     *out_len = 0;
-    if (m->stopped || !m->buf) return;
+    if (m->stopped || !m->buf)
+        return;
     *out = m->buf + m->emit_from;
     *out_len = m->len - m->emit_from;
     m->emit_from = m->len;

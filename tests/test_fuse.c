@@ -27,8 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define NL 2
-#define H 64
+#define NL    2
+#define H     64
 #define VOCAB 40
 static const int64_t g_in[LOAM__N_MOD] = {H, H, H, H, H, H, 96};
 static const int64_t g_out[LOAM__N_MOD] = {H, 32, 32, H, 96, 96, H};
@@ -55,7 +55,8 @@ static char *read_text(const char *dir, const char *name) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -77,7 +78,8 @@ static bool exists(const char *path) {
 static float *g_wf[NL][LOAM__N_MOD], *g_emb, *g_head;
 
 static loam_qformat fmt_of(int l, int m) {
-    if (l == 1 && m == LOAM__MOD_DOWN) return (loam_qformat){8, 32, LOAM_DTYPE_BF16};
+    if (l == 1 && m == LOAM__MOD_DOWN)
+        return (loam_qformat){8, 32, LOAM_DTYPE_BF16};
     return (loam_qformat){4, 32, LOAM_DTYPE_BF16};
 }
 
@@ -107,12 +109,13 @@ static void add_quantized(loam_st_writer *w, blob *b, const char *prefix, const 
     CHECK_OK(loam_st_writer_add(w, name, LOAM_DTYPE_BF16, 2, shs, bi, &e), e);
 }
 
-static void add_float(loam_st_writer *w, blob *b, const char *name, loam_dtype dt,
-                      const float *v, int32_t n_dims, int64_t d0, int64_t d1) {
+static void add_float(loam_st_writer *w, blob *b, const char *name, loam_dtype dt, const float *v,
+                      int32_t n_dims, int64_t d0, int64_t d1) {
     loam_err e = {0};
     int64_t n = n_dims == 1 ? d0 : d0 * d1, sh[2] = {d0, d1};
     void *buf = keep(b, malloc((size_t)n * (size_t)(loam_dtype_bits(dt) / 8)));
-    for (int64_t i = 0; i < n; i++) loam__store_float(buf, dt, (size_t)i, v ? v[i] : 1.0f);
+    for (int64_t i = 0; i < n; i++)
+        loam__store_float(buf, dt, (size_t)i, v ? v[i] : 1.0f);
     CHECK_OK(loam_st_writer_add(w, name, dt, n_dims, sh, buf, &e), e);
 }
 
@@ -133,8 +136,10 @@ static void write_model(const char *dir, bool dense) {
     blob b = {0};
     CHECK_OK(loam_st_writer_new(&w, &e), e);
     char name[160];
-    if (dense) add_float(w, &b, "model.embed_tokens.weight", LOAM_DTYPE_F16, g_emb, 2, VOCAB, H);
-    else add_quantized(w, &b, "model.embed_tokens", g_emb, VOCAB, H, fmt_of(0, 0));
+    if (dense)
+        add_float(w, &b, "model.embed_tokens.weight", LOAM_DTYPE_F16, g_emb, 2, VOCAB, H);
+    else
+        add_quantized(w, &b, "model.embed_tokens", g_emb, VOCAB, H, fmt_of(0, 0));
     for (int l = 0; l < NL; l++) {
         for (int m = 0; m < LOAM__N_MOD; m++) {
             snprintf(name, sizeof name, "model.layers.%d.%s", l, loam__mod_path[m]);
@@ -157,7 +162,8 @@ static void write_model(const char *dir, bool dense) {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     CHECK_OK(loam_st_writer_write(w, path, &e), e);
     loam_st_writer_free(w);
-    for (int i = 0; i < b.n; i++) free(b.p[i]);
+    for (int i = 0; i < b.n; i++)
+        free(b.p[i]);
     if (dense) {
         write_text(dir, "config.json", "{\"num_hidden_layers\": 2, \"torch_dtype\": \"float16\"}");
     } else {
@@ -199,26 +205,32 @@ static void write_adapter(const char *dir, bool peft, bool dora, bool lora_bias)
                 add_float(w, &b, name, LOAM_DTYPE_F32, g_m, 1, g_out[m], 0);
             }
         } else {
-            float *at = keep(&b, malloc(sizeof g_a[l][m])), *bt = keep(&b, malloc(sizeof g_b[l][m]));
+            float *at = keep(&b, malloc(sizeof g_a[l][m])),
+                  *bt = keep(&b, malloc(sizeof g_b[l][m]));
             for (int64_t x = 0; x < g_in[m]; x++)
-                for (int j = 0; j < R; j++) at[j * g_in[m] + x] = g_a[l][m][x * R + j];
+                for (int j = 0; j < R; j++)
+                    at[j * g_in[m] + x] = g_a[l][m][x * R + j];
             for (int j = 0; j < R; j++)
-                for (int64_t o = 0; o < g_out[m]; o++) bt[o * R + j] = g_b[l][m][j * g_out[m] + o];
+                for (int64_t o = 0; o < g_out[m]; o++)
+                    bt[o * R + j] = g_b[l][m][j * g_out[m] + o];
             snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_A.weight", l, mp);
             add_float(w, &b, name, LOAM_DTYPE_F32, at, 2, R, g_in[m]);
             snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_B.weight", l, mp);
             add_float(w, &b, name, LOAM_DTYPE_F32, bt, 2, g_out[m], R);
             if (lora_bias && i == 0) {
-                snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_B.bias", l, mp);
+                snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_B.bias", l,
+                         mp);
                 add_float(w, &b, name, LOAM_DTYPE_F32, g_m, 1, g_out[m], 0);
             }
         }
     }
     char path[256];
-    snprintf(path, sizeof path, "%s/%s", dir, peft ? "adapter_model.safetensors" : "adapters.safetensors");
+    snprintf(path, sizeof path, "%s/%s", dir,
+             peft ? "adapter_model.safetensors" : "adapters.safetensors");
     CHECK_OK(loam_st_writer_write(w, path, &e), e);
     loam_st_writer_free(w);
-    for (int i = 0; i < b.n; i++) free(b.p[i]);
+    for (int i = 0; i < b.n; i++)
+        free(b.p[i]);
     if (peft)
         write_text(dir, "adapter_config.json",
                    "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"lora_bias\": true}");
@@ -234,7 +246,9 @@ static void write_adapter(const char *dir, bool peft, bool dora, bool lora_bias)
 
 // ---- expected values --------------------------------------------------------------------------
 
-static float bf16r(double v) { return loam__bf16_to_f32(loam__f32_to_bf16((float)v)); }
+static float bf16r(double v) {
+    return loam__bf16_to_f32(loam__f32_to_bf16((float)v));
+}
 
 /* Dequantized base row o of (l, m) from the model directory md. */
 static void base_row(const loam_modeldir *md, int l, int m, int64_t o, float *row) {
@@ -253,13 +267,15 @@ static void base_row(const loam_modeldir *md, int l, int m, int64_t o, float *ro
 /* W + s·(A·B)ᵀ for row o, in double, from the rounded base. */
 static double expected(float base, int l, int m, int64_t o, int64_t i) {
     double d = 0;
-    for (int j = 0; j < R; j++) d += (double)g_a[l][m][i * R + j] * g_b[l][m][j * g_out[m] + o];
+    for (int j = 0; j < R; j++)
+        d += (double)g_a[l][m][i * R + j] * g_b[l][m][j * g_out[m] + o];
     return (double)base + S * d;
 }
 
 static bool is_adapted(int l, int m) {
     for (int i = 0; i < 4; i++)
-        if (g_adapted[i].l == l && g_adapted[i].m == m) return true;
+        if (g_adapted[i].l == l && g_adapted[i].m == m)
+            return true;
     return false;
 }
 
@@ -284,8 +300,10 @@ static void check_no_tmp(void) {
     struct dirent *e;
     int tmp = 0;
     while (d && (e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) tmp++;
-    if (d) closedir(d);
+        if (strstr(e->d_name, ".tmp."))
+            tmp++;
+    if (d)
+        closedir(d);
     CHECK_EQ_I64(tmp, 0);
 }
 
@@ -329,7 +347,8 @@ static void test_fuse_quantized(void) {
                      loam__mod_path[g_adapted[k].m]);
             adapted |= strncmp(a.name, pre, strlen(pre)) == 0;
         }
-        if (!adapted) differ += memcmp(a.data, b.data, (size_t)a.n_bytes) != 0;
+        if (!adapted)
+            differ += memcmp(a.data, b.data, (size_t)a.n_bytes) != 0;
     }
     CHECK_EQ_I64(differ, 0);
     /* adapted: within one step of W + sAB, and much closer than the base */
@@ -363,7 +382,8 @@ static void test_fuse_quantized(void) {
                  * storing them in bf16 adds up to q_max·|scale|·2^-8 + |bias|·2^-8 */
                 double tol = step * (1.01 + (double)((1 << f.bits) - 1) * 0x1.0p-8) +
                              bias * 0x1.0p-8 + fabs(delta) * 0x1.0p-7 + 1e-7;
-                if (fabs(row[i] - want) > tol) outside++;
+                if (fabs(row[i] - want) > tol)
+                    outside++;
                 err_fused += fabs(row[i] - want);
                 err_base += fabs(brow[i] - want);
             }
@@ -376,7 +396,8 @@ static void test_fuse_quantized(void) {
     }
     /* config.json */
     char *cfg = read_text(out, "config.json");
-    CHECK(cfg && strncmp(cfg, "{\n    \"architectures\": [\n        \"Qwen3ForCausalLM\"\n    ],", 55) == 0);
+    CHECK(cfg && strncmp(cfg, "{\n    \"architectures\": [\n        \"Qwen3ForCausalLM\"\n    ],",
+                         55) == 0);
     CHECK(cfg && strstr(cfg, "\n    \"rms_norm_eps\": 1e-06,\n"));
     CHECK(cfg && strstr(cfg, "\n    \"rope_theta\": 1000000,\n"));
     CHECK(cfg && strstr(cfg, "\n    \"initializer_range\": 0.02,\n"));
@@ -384,7 +405,8 @@ static void test_fuse_quantized(void) {
     CHECK(cfg && strstr(cfg, "\"empty\": {},"));
     CHECK(cfg && !strstr(cfg, "_name_or_path"));
     cJSON *c = NULL;
-    if (cfg) CHECK_OK(loam__json_parse(cfg, strlen(cfg), "config.json", &c, &e), e);
+    if (cfg)
+        CHECK_OK(loam__json_parse(cfg, strlen(cfg), "config.json", &c, &e), e);
     if (c) {
         const cJSON *q = cJSON_GetObjectItemCaseSensitive(c, "quantization");
         const cJSON *qc = cJSON_GetObjectItemCaseSensitive(c, "quantization_config");
@@ -401,7 +423,8 @@ static void test_fuse_quantized(void) {
     /* the index and the copied files */
     char *idx = read_text(out, "model.safetensors.index.json");
     cJSON *ij = NULL;
-    if (idx) CHECK_OK(loam__json_parse(idx, strlen(idx), "index", &ij, &e), e);
+    if (idx)
+        CHECK_OK(loam__json_parse(idx, strlen(idx), "index", &ij, &e), e);
     if (ij) {
         const cJSON *wm = cJSON_GetObjectItemCaseSensitive(ij, "weight_map");
         CHECK_EQ_I64(cJSON_GetArraySize(wm), (int64_t)loam_modeldir_n_tensors(fo));
@@ -411,13 +434,17 @@ static void test_fuse_quantized(void) {
             loam_tensor t;
             loam_modeldir_tensor(fo, i, &t, NULL);
             total += t.n_bytes;
-            if (strstr(t.name, ".scales") || strstr(t.name, ".biases")) continue;
+            if (strstr(t.name, ".scales") || strstr(t.name, ".biases"))
+                continue;
             bool q8 = strstr(t.name, "layers.1.mlp.down_proj.weight") != NULL;
-            want_params += t.dtype == LOAM_DTYPE_U32 ? t.n_elements * 32 / (q8 ? 8 : 4) : t.n_elements;
+            want_params +=
+                t.dtype == LOAM_DTYPE_U32 ? t.n_elements * 32 / (q8 ? 8 : 4) : t.n_elements;
         }
-        CHECK_EQ_I64(loam__json_uint(cJSON_GetObjectItemCaseSensitive(md, "total_size"), &params), 0);
+        CHECK_EQ_I64(loam__json_uint(cJSON_GetObjectItemCaseSensitive(md, "total_size"), &params),
+                     0);
         CHECK_EQ_I64(params, total);
-        CHECK_EQ_I64(loam__json_uint(cJSON_GetObjectItemCaseSensitive(md, "total_parameters"), &params), 0);
+        CHECK_EQ_I64(
+            loam__json_uint(cJSON_GetObjectItemCaseSensitive(md, "total_parameters"), &params), 0);
         CHECK_EQ_I64(params, want_params);
         cJSON_Delete(ij);
     }
@@ -460,7 +487,8 @@ static void test_fuse_dequantize(void) {
     for (size_t i = 0; i < loam_modeldir_n_tensors(fo); i++) {
         loam_tensor t;
         loam_modeldir_tensor(fo, i, &t, NULL);
-        quant_left += t.dtype == LOAM_DTYPE_U32 || strstr(t.name, ".scales") || strstr(t.name, ".biases");
+        quant_left +=
+            t.dtype == LOAM_DTYPE_U32 || strstr(t.name, ".scales") || strstr(t.name, ".biases");
     }
     CHECK_EQ_I64(quant_left, 0);
     /* the embedding: exactly the dequantized base in bf16 */
@@ -505,7 +533,8 @@ static void test_fuse_dequantize(void) {
                 worst = fmax(worst, fabs(got - f * want[i]) / (mag + 1e-6));
                 got_norm += got * got;
             }
-            if (k == 0) CHECK_CLOSE(sqrt(got_norm), g_m[o], 1e-2 * g_m[o]);
+            if (k == 0)
+                CHECK_CLOSE(sqrt(got_norm), g_m[o], 1e-2 * g_m[o]);
         }
         CHECK(worst < 0x1.0p-6); /* a few bf16 roundings */
     }
@@ -522,7 +551,8 @@ static void test_fuse_dense(void) {
     loam_err e = {0};
     CHECK_OK(loam_fuse(g_dense, g_lora, out, NULL, &e), e);
     loam_modeldir *fo = open_dir(out);
-    if (!fo) return;
+    if (!fo)
+        return;
     for (int l = 0; l < NL; l++)
         for (int m = 0; m < LOAM__N_MOD; m++) {
             char name[160];
@@ -543,7 +573,9 @@ static void test_fuse_dense(void) {
             CHECK_EQ_I64(bad, 0);
         }
     char *cfg = read_text(out, "config.json");
-    CHECK(cfg && strcmp(cfg, "{\n    \"num_hidden_layers\": 2,\n    \"torch_dtype\": \"float16\"\n}") == 0);
+    CHECK(cfg &&
+          strcmp(cfg, "{\n    \"num_hidden_layers\": 2,\n    \"torch_dtype\": \"float16\"\n}") ==
+              0);
     free(cfg);
     loam_modeldir_close(fo);
 }
@@ -566,8 +598,10 @@ static void test_fuse_errors(void) {
         loam_st_writer_new(&w, &e);
         float z[65 * 4] = {0};
         int64_t sa[2] = {65, 4}, sb[2] = {4, 64};
-        loam_st_writer_add(w, "model.layers.1.self_attn.q_proj.lora_a", LOAM_DTYPE_F32, 2, sa, z, &e);
-        loam_st_writer_add(w, "model.layers.1.self_attn.q_proj.lora_b", LOAM_DTYPE_F32, 2, sb, z, &e);
+        loam_st_writer_add(w, "model.layers.1.self_attn.q_proj.lora_a", LOAM_DTYPE_F32, 2, sa, z,
+                           &e);
+        loam_st_writer_add(w, "model.layers.1.self_attn.q_proj.lora_b", LOAM_DTYPE_F32, 2, sb, z,
+                           &e);
         char path[256];
         snprintf(path, sizeof path, "%s/adapters.safetensors", bad);
         CHECK_OK(loam_st_writer_write(w, path, &e), e);
@@ -599,10 +633,12 @@ static void test_fuse_errors(void) {
         loam_debug_fail_alloc_after(k);
         loam_status s = loam_fuse(g_model, g_dora, out, NULL, &e);
         loam_debug_fail_alloc_after(0);
-        if (s == LOAM_OK) ok_at = (int)k;
+        if (s == LOAM_OK)
+            ok_at = (int)k;
         else {
             if (s != LOAM_E_NOMEM && s != LOAM_E_IO) {
-                fprintf(stderr, "  allocation %llu: status %d: %s\n", (unsigned long long)k, s, e.msg);
+                fprintf(stderr, "  allocation %llu: status %d: %s\n", (unsigned long long)k, s,
+                        e.msg);
                 CHECK(0);
                 break;
             }
@@ -613,7 +649,6 @@ static void test_fuse_errors(void) {
     CHECK(ok_at > 100);
     check_no_tmp();
 }
-
 
 // ---- end to end on the reference fixtures -----------------------------------------------------
 
@@ -635,7 +670,8 @@ static bool model_logits(const char *dir, const char *adapter, const int32_t *id
     loam_err e = {0};
     bool ok = false;
     CHECK_OK(loam_model_open(&m, dir, NULL, &e), e);
-    if (!m) return false;
+    if (!m)
+        return false;
     int32_t id = -1;
     if (adapter) {
         CHECK_OK(loam_model_load_adapter(m, "a", adapter, &e), e);
@@ -650,7 +686,8 @@ static bool model_logits(const char *dir, const char *adapter, const int32_t *id
     p.n_threads = 2;
     CHECK_OK(loam_session_new(&s, m, &p, &e), e);
     loam_batch_entry ent[64];
-    for (int t = 0; t < T; t++) ent[t] = (loam_batch_entry){0, t, ids[t], id, true};
+    for (int t = 0; t < T; t++)
+        ent[t] = (loam_batch_entry){0, t, ids[t], id, true};
     if (s && (!adapter || id >= 0)) {
         loam_status st = loam_session_decode(s, ent, (size_t)T, &e);
         CHECK_OK(st, e);
@@ -682,7 +719,8 @@ static void test_fuse_fixtures(void) {
         size_t len = 0;
         cJSON *cj = NULL;
         CHECK_OK(loam__read_file(cpath, &text, &len, &e), e);
-        if (text) CHECK_OK(loam__json_parse(text, len, "case.json", &cj, &e), e);
+        if (text)
+            CHECK_OK(loam__json_parse(text, len, "case.json", &cj, &e), e);
         const cJSON *jids = cJSON_GetObjectItemCaseSensitive(cj, "ids");
         int32_t ids[64];
         int T = 0;
@@ -700,12 +738,14 @@ static void test_fuse_fixtures(void) {
         float *lr = malloc(64 * 4096 * sizeof(float)), *lq = malloc(64 * 4096 * sizeof(float));
         float *ld = malloc(64 * 4096 * sizeof(float));
         bool ok = T > 0 && model_logits(dir, adapter, ids, T, lr, &nv) &&
-                  model_logits(fq, NULL, ids, T, lq, &nv) && model_logits(fd, NULL, ids, T, ld, &nv);
+                  model_logits(fq, NULL, ids, T, lq, &nv) &&
+                  model_logits(fd, NULL, ids, T, ld, &nv);
         CHECK(ok);
         if (ok && refbuf && ref_len == (size_t)T * (size_t)nv * sizeof(float)) {
             const float *rf = (const float *)(const void *)refbuf;
             size_t n = (size_t)T * (size_t)nv;
-            double d_runtime = rel_l2(lr, rf, n), d_deq = rel_l2(ld, rf, n), d_q = rel_l2(lq, rf, n);
+            double d_runtime = rel_l2(lr, rf, n), d_deq = rel_l2(ld, rf, n),
+                   d_q = rel_l2(lq, rf, n);
             double q_runtime = rel_l2(lq, lr, n);
             if (getenv("LOAM_TEST_VERBOSE"))
                 fprintf(stderr,
@@ -739,11 +779,15 @@ static void run_tests(void) {
     for (int l = 0; l < NL; l++)
         for (int m = 0; m < LOAM__N_MOD; m++) {
             g_wf[l][m] = malloc((size_t)(g_in[m] * g_out[m]) * sizeof(float));
-            for (int64_t i = 0; i < g_in[m] * g_out[m]; i++) g_wf[l][m][i] = 0.05f * frand();
-            for (int64_t i = 0; i < g_in[m] * R; i++) g_a[l][m][i] = 0.2f * frand();
-            for (int64_t i = 0; i < g_out[m] * R; i++) g_b[l][m][i] = 0.05f * frand();
+            for (int64_t i = 0; i < g_in[m] * g_out[m]; i++)
+                g_wf[l][m][i] = 0.05f * frand();
+            for (int64_t i = 0; i < g_in[m] * R; i++)
+                g_a[l][m][i] = 0.2f * frand();
+            for (int64_t i = 0; i < g_out[m] * R; i++)
+                g_b[l][m][i] = 0.05f * frand();
         }
-    for (int i = 0; i < H; i++) g_m[i] = 0.4f + 0.2f * frand();
+    for (int i = 0; i < H; i++)
+        g_m[i] = 0.4f + 0.2f * frand();
     g_emb = malloc(VOCAB * H * sizeof(float));
     g_head = malloc(VOCAB * H * sizeof(float));
     for (int i = 0; i < VOCAB * H; i++) {
@@ -766,10 +810,12 @@ static void run_tests(void) {
     TEST(test_fuse_errors);
     TEST(test_fuse_fixtures);
     for (int l = 0; l < NL; l++)
-        for (int m = 0; m < LOAM__N_MOD; m++) free(g_wf[l][m]);
+        for (int m = 0; m < LOAM__N_MOD; m++)
+            free(g_wf[l][m]);
     free(g_emb);
     free(g_head);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", g_root);
 }

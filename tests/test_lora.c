@@ -28,7 +28,7 @@
 #define NL 3
 static const int64_t g_in[LOAM__N_MOD] = {64, 64, 64, 96, 64, 64, 128};
 static const int64_t g_out[LOAM__N_MOD] = {96, 32, 32, 64, 128, 128, 64};
-static float *g_w[NL][LOAM__N_MOD];    /* dense base weights [out, in] */
+static float *g_w[NL][LOAM__N_MOD]; /* dense base weights [out, in] */
 static loam__qmat g_qm[NL][LOAM__N_MOD];
 
 static const loam__qmat *base_weight(void *user, int32_t layer, loam__mod mod) {
@@ -58,14 +58,17 @@ static void setup_base(void) {
         for (int m = 0; m < LOAM__N_MOD; m++) {
             size_t n = (size_t)(g_in[m] * g_out[m]);
             g_w[l][m] = malloc(n * sizeof(float));
-            for (size_t i = 0; i < n; i++) g_w[l][m][i] = 0.1f * frand();
-            g_qm[l][m] = (loam__qmat){LOAM_DTYPE_F32, {0}, g_w[l][m], NULL, NULL, g_out[m], g_in[m]};
+            for (size_t i = 0; i < n; i++)
+                g_w[l][m][i] = 0.1f * frand();
+            g_qm[l][m] =
+                (loam__qmat){LOAM_DTYPE_F32, {0}, g_w[l][m], NULL, NULL, g_out[m], g_in[m]};
         }
 }
 
 static void teardown_base(void) {
     for (int l = 0; l < NL; l++)
-        for (int m = 0; m < LOAM__N_MOD; m++) free(g_w[l][m]);
+        for (int m = 0; m < LOAM__N_MOD; m++)
+            free(g_w[l][m]);
 }
 
 // ---- writing adapter directories ---------------------------------------------------------------
@@ -124,7 +127,8 @@ static void af_write(adapter_files *af, const char *st_name, const char *config)
     for (int i = 0; i < af->n; i++) {
         tensor_spec *t = &af->t[i];
         int64_t n = 1;
-        for (int d = 0; d < t->n_dims; d++) n *= t->shape[d];
+        for (int d = 0; d < t->n_dims; d++)
+            n *= t->shape[d];
         size_t eb = (size_t)loam_dtype_bits(t->dtype) / 8;
         bufs[i] = calloc((size_t)n, eb);
         if (t->data) {
@@ -143,8 +147,10 @@ static void af_write(adapter_files *af, const char *st_name, const char *config)
     snprintf(path, sizeof path, "%s/%s", af->dir, st_name);
     CHECK_OK(loam_st_writer_write(w, path, &e), e);
     loam_st_writer_free(w);
-    for (int i = 0; i < af->n; i++) free(bufs[i]);
-    if (config) write_file(af->dir, "adapter_config.json", config);
+    for (int i = 0; i < af->n; i++)
+        free(bufs[i]);
+    if (config)
+        write_file(af->dir, "adapter_config.json", config);
 }
 
 // ---- reference adapter values ------------------------------------------------------------------
@@ -160,9 +166,12 @@ static void setup_adapter_values(void) {
             g_a[l][m] = malloc((size_t)(g_in[m] * MAXR) * sizeof(float));
             g_b[l][m] = malloc((size_t)(g_out[m] * MAXR) * sizeof(float));
             g_m[l][m] = malloc((size_t)g_out[m] * sizeof(float));
-            for (int64_t i = 0; i < g_in[m] * MAXR; i++) g_a[l][m][i] = 0.2f * frand();
-            for (int64_t i = 0; i < g_out[m] * MAXR; i++) g_b[l][m][i] = 0.05f * frand();
-            for (int64_t i = 0; i < g_out[m]; i++) g_m[l][m][i] = 0.5f + 0.25f * frand();
+            for (int64_t i = 0; i < g_in[m] * MAXR; i++)
+                g_a[l][m][i] = 0.2f * frand();
+            for (int64_t i = 0; i < g_out[m] * MAXR; i++)
+                g_b[l][m][i] = 0.05f * frand();
+            for (int64_t i = 0; i < g_out[m]; i++)
+                g_m[l][m][i] = 0.5f + 0.25f * frand();
         }
 }
 
@@ -181,8 +190,10 @@ static float *pack_a(int l, int m, int r, bool peft) {
     for (int64_t i = 0; i < g_in[m]; i++)
         for (int j = 0; j < r; j++) {
             float v = g_a[l][m][i * MAXR + j];
-            if (peft) o[j * g_in[m] + i] = v;
-            else o[i * r + j] = v;
+            if (peft)
+                o[j * g_in[m] + i] = v;
+            else
+                o[i * r + j] = v;
         }
     return o;
 }
@@ -193,8 +204,10 @@ static float *pack_b(int l, int m, int r, bool peft) {
     for (int j = 0; j < r; j++)
         for (int64_t k = 0; k < g_out[m]; k++) {
             float v = g_b[l][m][j * g_out[m] + k];
-            if (peft) o[k * r + j] = v;
-            else o[j * g_out[m] + k] = v;
+            if (peft)
+                o[k * r + j] = v;
+            else
+                o[j * g_out[m] + k] = v;
         }
     return o;
 }
@@ -206,7 +219,8 @@ static float *own(float *p) {
     return p;
 }
 static void free_owned(void) {
-    for (int i = 0; i < g_n_owned; i++) free(g_owned[i]);
+    for (int i = 0; i < g_n_owned; i++)
+        free(g_owned[i]);
     g_n_owned = 0;
 }
 
@@ -242,8 +256,10 @@ static void load_fails(const char *dir, loam_status code, const char *n1, const 
     loam_status s = loam__adapter_load(&a, dir, &g_base, &e);
     CHECK_EQ_I64(s, code);
     CHECK(a == NULL);
-    if (n1 && !strstr(e.msg, n1)) fprintf(stderr, "  message \"%s\" lacks \"%s\"\n", e.msg, n1);
-    if (n2 && !strstr(e.msg, n2)) fprintf(stderr, "  message \"%s\" lacks \"%s\"\n", e.msg, n2);
+    if (n1 && !strstr(e.msg, n1))
+        fprintf(stderr, "  message \"%s\" lacks \"%s\"\n", e.msg, n1);
+    if (n2 && !strstr(e.msg, n2))
+        fprintf(stderr, "  message \"%s\" lacks \"%s\"\n", e.msg, n2);
     CHECK(!n1 || strstr(e.msg, n1));
     CHECK(!n2 || strstr(e.msg, n2));
 }
@@ -259,22 +275,27 @@ static void check_mod_values(const loam__adapter *ad, int l, int m, int r, loam_
                              float scale) {
     const loam__lora_mod *lm = loam__adapter_mod(ad, l, (loam__mod)m);
     CHECK(lm != NULL);
-    if (!lm) return;
+    if (!lm)
+        return;
     CHECK_EQ_I64(lm->r, r);
     CHECK_CLOSE(lm->scale, scale, 1e-6 * fabs(scale));
     int bad = 0;
     for (int64_t i = 0; i < g_in[m]; i++)
         for (int j = 0; j < r; j++) {
             float want = g_a[l][m][i * MAXR + j];
-            if (dt == LOAM_DTYPE_BF16) want = loam__bf16_to_f32(loam__f32_to_bf16(want));
-            if (dt == LOAM_DTYPE_F16) want = loam__f16_to_f32(loam__f32_to_f16(want));
+            if (dt == LOAM_DTYPE_BF16)
+                want = loam__bf16_to_f32(loam__f32_to_bf16(want));
+            if (dt == LOAM_DTYPE_F16)
+                want = loam__f16_to_f32(loam__f32_to_f16(want));
             bad += lm->a[i * r + j] != want;
         }
     for (int j = 0; j < r; j++)
         for (int64_t k = 0; k < g_out[m]; k++) {
             float want = g_b[l][m][j * g_out[m] + k];
-            if (dt == LOAM_DTYPE_BF16) want = loam__bf16_to_f32(loam__f32_to_bf16(want));
-            if (dt == LOAM_DTYPE_F16) want = loam__f16_to_f32(loam__f32_to_f16(want));
+            if (dt == LOAM_DTYPE_BF16)
+                want = loam__bf16_to_f32(loam__f32_to_bf16(want));
+            if (dt == LOAM_DTYPE_F16)
+                want = loam__f16_to_f32(loam__f32_to_f16(want));
             bad += lm->b[j * g_out[m] + k] != want;
         }
     CHECK_EQ_I64(bad, 0);
@@ -286,7 +307,8 @@ static void test_mlx_and_peft_agree(void) {
     adapter_files mlx, peft[3];
     af_init(&mlx);
     for (int l = 0; l < NL; l++)
-        for (int m = 0; m < LOAM__N_MOD; m++) add_mod(&mlx, false, 0, LOAM_DTYPE_F32, l, m, 4);
+        for (int m = 0; m < LOAM__N_MOD; m++)
+            add_mod(&mlx, false, 0, LOAM_DTYPE_F32, l, m, 4);
     af_write(&mlx, "adapters.safetensors", MLX_CFG);
     loam__adapter *am = load_ok(mlx.dir);
     CHECK_STR(loam__adapter_format(am), "mlx-lm");
@@ -355,9 +377,9 @@ static void test_scales(void) {
              " \"alpha_pattern\": {\"v_proj\": 32, \"self_attn.v_proj\": 99, \"up\": 5}}");
     loam__adapter *a = load_ok(af.dir);
     check_mod_values(a, 0, LOAM__MOD_Q, 4, LOAM_DTYPE_F32, 2.0f);
-    check_mod_values(a, 1, LOAM__MOD_Q, 16, LOAM_DTYPE_F32, 0.5f);  /* 8 / 16 */
-    check_mod_values(a, 1, LOAM__MOD_V, 4, LOAM_DTYPE_F32, 8.0f);   /* 32 / 4: first match */
-    check_mod_values(a, 2, LOAM__MOD_UP, 4, LOAM_DTYPE_F32, 2.0f);  /* "up" must end the name */
+    check_mod_values(a, 1, LOAM__MOD_Q, 16, LOAM_DTYPE_F32, 0.5f); /* 8 / 16 */
+    check_mod_values(a, 1, LOAM__MOD_V, 4, LOAM_DTYPE_F32, 8.0f);  /* 32 / 4: first match */
+    check_mod_values(a, 2, LOAM__MOD_UP, 4, LOAM_DTYPE_F32, 2.0f); /* "up" must end the name */
     loam__adapter_free(a);
 
     adapter_files rs;
@@ -483,7 +505,8 @@ static void test_dora(void) {
         const loam__lora_mod *x = loam__adapter_mod(a, 1, (loam__mod)m);
         const loam__lora_mod *y = loam__adapter_mod(b, 1, (loam__mod)m);
         CHECK(x && x->dora && y && y->dora);
-        if (!x || !x->dora || !y || !y->dora) continue;
+        if (!x || !x->dora || !y || !y->dora)
+            continue;
         double worst = 0;
         for (int64_t o = 0; o < g_out[m]; o++) {
             double want = dora_ref(&g_qm[1][m], 1, m, 4, 3.0, o, g_m[1][m]);
@@ -496,8 +519,8 @@ static void test_dora(void) {
         const loam__lora_mod *k = loam__adapter_mod(a, 2, LOAM__MOD_K);
         CHECK(k && k->dora);
         for (int64_t o = 0; k && k->dora && o < g_out[LOAM__MOD_K]; o++)
-            CHECK_CLOSE(k->dora[o], dora_ref(&g_qm[2][LOAM__MOD_K], 2, LOAM__MOD_K, 4, 3.0, o, NULL),
-                        1e-6);
+            CHECK_CLOSE(k->dora[o],
+                        dora_ref(&g_qm[2][LOAM__MOD_K], 2, LOAM__MOD_K, 4, 3.0, o, NULL), 1e-6);
     }
     loam__adapter_free(a);
     loam__adapter_free(b);
@@ -540,20 +563,24 @@ static void test_dora(void) {
 }
 
 /* y = y0 + s·x·A·B (+ s·bias) then ⊙ dora, in double. */
-static void apply_ref(const loam__lora_mod *lm, const float *x, int64_t m, int64_t in,
-                      int64_t out, const float *y0, double *y) {
+static void apply_ref(const loam__lora_mod *lm, const float *x, int64_t m, int64_t in, int64_t out,
+                      const float *y0, double *y) {
     for (int64_t row = 0; row < m; row++) {
         double t[128];
         for (int j = 0; j < lm->r; j++) {
             double acc = 0;
-            for (int64_t i = 0; i < in; i++) acc += (double)x[row * in + i] * lm->a[i * lm->r + j];
+            for (int64_t i = 0; i < in; i++)
+                acc += (double)x[row * in + i] * lm->a[i * lm->r + j];
             t[j] = acc * lm->scale;
         }
         for (int64_t o = 0; o < out; o++) {
             double acc = y0[row * out + o];
-            for (int j = 0; j < lm->r; j++) acc += t[j] * lm->b[(int64_t)j * out + o];
-            if (lm->bias) acc += (double)lm->scale * lm->bias[o];
-            if (lm->dora) acc *= lm->dora[o];
+            for (int j = 0; j < lm->r; j++)
+                acc += t[j] * lm->b[(int64_t)j * out + o];
+            if (lm->bias)
+                acc += (double)lm->scale * lm->bias[o];
+            if (lm->dora)
+                acc *= lm->dora[o];
             y[row * out + o] = acc;
         }
     }
@@ -565,17 +592,22 @@ static void check_apply(int64_t in, int64_t out, int32_t r, int64_t m, bool dora
     float *B = malloc((size_t)(out * r) * sizeof(float));
     float *D = malloc((size_t)out * sizeof(float)), *BI = malloc((size_t)out * sizeof(float));
     float *x = malloc((size_t)(m * in) * sizeof(float));
-    float *y = malloc((size_t)(m * out) * sizeof(float)), *y0 = malloc((size_t)(m * out) * sizeof(float));
+    float *y = malloc((size_t)(m * out) * sizeof(float)),
+          *y0 = malloc((size_t)(m * out) * sizeof(float));
     double *want = malloc((size_t)(m * out) * sizeof(double));
     float *scratch = malloc((size_t)(m * r) * sizeof(float));
-    for (int64_t i = 0; i < in * r; i++) A[i] = frand() / sqrtf((float)in);
-    for (int64_t i = 0; i < out * r; i++) B[i] = frand();
+    for (int64_t i = 0; i < in * r; i++)
+        A[i] = frand() / sqrtf((float)in);
+    for (int64_t i = 0; i < out * r; i++)
+        B[i] = frand();
     for (int64_t i = 0; i < out; i++) {
         D[i] = 0.8f + 0.4f * frand();
         BI[i] = frand();
     }
-    for (int64_t i = 0; i < m * in; i++) x[i] = frand();
-    for (int64_t i = 0; i < m * out; i++) y0[i] = y[i] = 3.0f * frand();
+    for (int64_t i = 0; i < m * in; i++)
+        x[i] = frand();
+    for (int64_t i = 0; i < m * out; i++)
+        y0[i] = y[i] = 3.0f * frand();
     lm.a = A;
     lm.b = B;
     lm.r = r;
@@ -586,11 +618,12 @@ static void check_apply(int64_t in, int64_t out, int32_t r, int64_t m, bool dora
     apply_ref(&lm, x, m, in, out, y0, want);
     /* float32 accumulation over in and r terms of size ~1: relative to the term magnitudes */
     double worst = 0;
-    for (int64_t i = 0; i < m * out; i++) worst = fmax(worst, fabs(y[i] - want[i]));
+    for (int64_t i = 0; i < m * out; i++)
+        worst = fmax(worst, fabs(y[i] - want[i]));
     double tol = 2e-6 * (sqrt((double)in) + (double)r) * 4.0 + 1e-5;
     if (!(worst <= tol))
-        fprintf(stderr, "  apply in %lld out %lld r %d m %lld: max error %g > %g\n",
-                (long long)in, (long long)out, r, (long long)m, worst, tol);
+        fprintf(stderr, "  apply in %lld out %lld r %d m %lld: max error %g > %g\n", (long long)in,
+                (long long)out, r, (long long)m, worst, tol);
     CHECK(worst <= tol);
     /* the split halves over two output ranges give the same bits as one call on a thread */
     float *y2 = malloc((size_t)(m * out) * sizeof(float));
@@ -600,7 +633,8 @@ static void check_apply(int64_t in, int64_t out, int32_t r, int64_t m, bool dora
     loam__lora_up(&lm, scratch, m, out, cut, out, y2);
     loam__lora_up(&lm, scratch, m, out, 0, cut, y2);
     double worst2 = 0;
-    for (int64_t i = 0; i < m * out; i++) worst2 = fmax(worst2, fabs(y2[i] - want[i]));
+    for (int64_t i = 0; i < m * out; i++)
+        worst2 = fmax(worst2, fabs(y2[i] - want[i]));
     CHECK(worst2 <= tol);
     free(y2);
     free(A);
@@ -674,7 +708,8 @@ static void bad_peft(const char *cfg, loam_dtype dt, int32_t n_dims, int64_t d0,
     adapter_files af;
     af_init(&af);
     add_mod(&af, true, 0, LOAM_DTYPE_F32, 0, LOAM__MOD_Q, 4);
-    if (key) af_add(&af, dt, NULL, n_dims, d0, d1, "%s", key);
+    if (key)
+        af_add(&af, dt, NULL, n_dims, d0, d1, "%s", key);
     af_write(&af, "adapter_model.safetensors", cfg ? cfg : PEFT_CFG);
     load_fails(af.dir, code, n1, n2);
 }
@@ -718,8 +753,8 @@ static void test_errors(void) {
     bad_peft("{\"peft_type\": \"IA3\"}", F, 0, 0, 0, NULL, LOAM_E_UNSUPPORTED, "IA3", NULL);
     bad_peft("{\"peft_type\": \"LORA\", \"r\": 4, \"layer_replication\": [[0, 2]]}", F, 0, 0, 0,
              NULL, LOAM_E_UNSUPPORTED, "layer_replication", NULL);
-    bad_peft("{\"peft_type\": \"LORA\", \"r\": 4, \"rank_pattern\": {\"q_proj(\": 4}}", F, 0, 0,
-             0, NULL, LOAM_E_FORMAT, "not a valid regex", "q_proj(");
+    bad_peft("{\"peft_type\": \"LORA\", \"r\": 4, \"rank_pattern\": {\"q_proj(\": 4}}", F, 0, 0, 0,
+             NULL, LOAM_E_FORMAT, "not a valid regex", "q_proj(");
     bad_peft("{\"peft_type\": \"LORA\", \"r\": 4, \"use_rslora\": 1}", F, 0, 0, 0, NULL,
              LOAM_E_FORMAT, "use_rslora", NULL);
     bad_peft("{\"peft_type\": \"LORA\", \"r\": 8}", F, 0, 0, 0, NULL, LOAM_E_FORMAT,
@@ -738,8 +773,8 @@ static void test_errors(void) {
             "model.layers.1.self_attn.k_proj.lora_a", "no matching lora B");
     bad_mlx(NULL, F, 3, 64, 4, "model.layers.1.self_attn.k_proj.lora_a", LOAM_E_FORMAT,
             "model.layers.1.self_attn.k_proj.lora_a", "expected 2 dims");
-    bad_mlx(NULL, LOAM_DTYPE_I32, 2, 64, 4, "model.layers.1.self_attn.k_proj.lora_a",
-            LOAM_E_FORMAT, "model.layers.1.self_attn.k_proj.lora_a", "dtype I32");
+    bad_mlx(NULL, LOAM_DTYPE_I32, 2, 64, 4, "model.layers.1.self_attn.k_proj.lora_a", LOAM_E_FORMAT,
+            "model.layers.1.self_attn.k_proj.lora_a", "dtype I32");
     bad_mlx(NULL, F, 1, 96, 0, "model.layers.0.self_attn.q_proj.m", LOAM_E_FORMAT,
             "model.layers.0.self_attn.q_proj.m", "DoRA magnitude");
     bad_mlx(NULL, F, 2, 64, 4, "lm_head.lora_a", LOAM_E_UNSUPPORTED, "lm_head.lora_a",
@@ -756,7 +791,8 @@ static void test_errors(void) {
             " {\"rank\": 4}}",
             F, 1, 95, 0, "model.layers.0.self_attn.q_proj.m", LOAM_E_FORMAT,
             "model.layers.0.self_attn.q_proj.m", "expected [96]");
-    bad_peft(NULL, F, 2, 4, 64, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight",
+    bad_peft(NULL, F, 2, 4, 64,
+             "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight",
              LOAM_E_FORMAT, "lora_A.default.weight' duplicates", NULL);
     bad_peft(NULL, F, 2, 4, 151936, "base_model.model.model.embed_tokens.lora_embedding_A",
              LOAM_E_UNSUPPORTED, "lora_embedding_A", "embedding");
@@ -764,7 +800,8 @@ static void test_errors(void) {
              LOAM_E_UNSUPPORTED, "modules_to_save", "full weight");
     bad_peft(NULL, F, 1, 64, 0, "base_model.model.model.norm.weight", LOAM_E_UNSUPPORTED,
              "base_model.model.model.norm.weight", "full weight");
-    bad_peft(NULL, F, 1, 96, 0, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
+    bad_peft(NULL, F, 1, 96, 0,
+             "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
              LOAM_E_FORMAT, "lora_magnitude_vector", "use_dora");
 
     /* shapes against the model, and A/B ranks */
@@ -801,7 +838,8 @@ static void test_errors(void) {
 static void test_alloc_failures(void) {
     adapter_files af;
     af_init(&af);
-    for (int m = 0; m < LOAM__N_MOD; m++) add_mod(&af, true, 0, LOAM_DTYPE_BF16, 1, m, 4);
+    for (int m = 0; m < LOAM__N_MOD; m++)
+        add_mod(&af, true, 0, LOAM_DTYPE_BF16, 1, m, 4);
     af_add(&af, LOAM_DTYPE_F32, g_m[1][0], 1, g_out[0], 0,
            "base_model.model.model.layers.1.self_attn.q_proj.lora_magnitude_vector");
     af_write(&af, "adapter_model.safetensors",
@@ -829,7 +867,6 @@ static void test_alloc_failures(void) {
     free_owned();
 }
 
-
 // ---- the reference fixtures -------------------------------------------------------------------
 
 static const loam__qmat *fixture_weight(void *user, int32_t layer, loam__mod mod) {
@@ -838,10 +875,14 @@ static const loam__qmat *fixture_weight(void *user, int32_t layer, loam__mod mod
 }
 
 static void test_fixtures(void) {
-    static const char *cases[] = {"qwen3_bf16",          "qwen3_q4_g64_tied",
-                                  "qwen3_q4_g32_gqa4_dora", "qwen3_q4_g64_override",
-                                  "qwen3_q8_g32_gqa1_f16", "llama3_q4_g64",
-                                  "qwen2_q4_g64_tied",   "qwen3_q3_g64_tied",
+    static const char *cases[] = {"qwen3_bf16",
+                                  "qwen3_q4_g64_tied",
+                                  "qwen3_q4_g32_gqa4_dora",
+                                  "qwen3_q4_g64_override",
+                                  "qwen3_q8_g32_gqa1_f16",
+                                  "llama3_q4_g64",
+                                  "qwen2_q4_g64_tied",
+                                  "qwen3_q3_g64_tied",
                                   "qwen3_q4_g128_h64"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char dir[512], amlx[600], apeft[600], cpath[600];
@@ -854,7 +895,8 @@ static void test_fixtures(void) {
         size_t len = 0;
         cJSON *cj = NULL;
         CHECK_OK(loam__read_file(cpath, &text, &len, &e), e);
-        if (text) CHECK_OK(loam__json_parse(text, len, "case.json", &cj, &e), e);
+        if (text)
+            CHECK_OK(loam__json_parse(text, len, "case.json", &cj, &e), e);
         loam_model *m = NULL;
         CHECK_OK(loam_model_open(&m, dir, NULL, &e), e);
         if (!cj || !m) {
@@ -910,7 +952,8 @@ static void test_fixtures(void) {
                     const loam__lora_mod *x = loam__adapter_mod(am, l, (loam__mod)k);
                     const loam__lora_mod *y = loam__adapter_mod(ap, l, (loam__mod)k);
                     CHECK((x == NULL) == (y == NULL));
-                    if (!x || !y) continue;
+                    if (!x || !y)
+                        continue;
                     CHECK_EQ_I64(x->r, y->r);
                     CHECK_CLOSE(x->scale, y->scale, 1e-6 * fabs(x->scale));
                     size_t na = (size_t)(base.in[k] * x->r), nb = (size_t)(base.out[k] * x->r);
@@ -918,9 +961,11 @@ static void test_fixtures(void) {
                     differ += memcmp(x->b, y->b, nb * sizeof(float)) != 0;
                     CHECK((x->dora == NULL) == (y->dora == NULL));
                     for (int64_t o = 0; x->dora && y->dora && o < base.out[k]; o++)
-                        dora_worst = fmax(dora_worst, fabs(x->dora[o] - y->dora[o]) / fabs(x->dora[o]));
+                        dora_worst =
+                            fmax(dora_worst, fabs(x->dora[o] - y->dora[o]) / fabs(x->dora[o]));
                 }
-            if (differ) fprintf(stderr, "  fixture %s: %d A/B tensors differ\n", cases[c], differ);
+            if (differ)
+                fprintf(stderr, "  fixture %s: %d A/B tensors differ\n", cases[c], differ);
             CHECK_EQ_I64(differ, 0);
             CHECK(dora_worst < 1e-6);
         }
@@ -935,7 +980,8 @@ static void test_fixtures(void) {
 static void remove_tree(const char *root) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", root);
 }
 
 static void run_tests(void) {

@@ -15,15 +15,16 @@
 static const double *g_cmp_v;
 static int cmp_rank(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    if (g_cmp_v[x] > g_cmp_v[y]) return -1;
-    if (g_cmp_v[x] < g_cmp_v[y]) return 1;
+    if (g_cmp_v[x] > g_cmp_v[y])
+        return -1;
+    if (g_cmp_v[x] < g_cmp_v[y])
+        return 1;
     return x < y ? -1 : x > y;
 }
 
 /* lp: log-probabilities (double). Writes the final distribution (0 for removed tokens) into
  * prob and returns the number of survivors. */
-static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params *p,
-                          double *prob) {
+static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params *p, double *prob) {
     double *m = malloc((size_t)n * sizeof *m);
     int32_t *order = malloc((size_t)n * sizeof *order);
     for (int64_t i = 0; i < n; i++) {
@@ -35,20 +36,25 @@ static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params
     if (p->top_p > 0 && p->top_p < 1) { /* mass of strictly higher ranks < top_p */
         double before = 0;
         for (int64_t r = 0; r < n; r++) {
-            if (!(before < p->top_p)) m[order[r]] = -INFINITY;
+            if (!(before < p->top_p))
+                m[order[r]] = -INFINITY;
             before += exp(lp[order[r]]);
         }
     }
     if (p->min_p > 0) {
         float thr = (float)lp[order[0]] + (float)log(p->min_p); /* float32, as mlx */
         for (int64_t r = 0; r < n; r++)
-            if (r >= p->min_tokens_to_keep && lp[order[r]] < thr) m[order[r]] = -INFINITY;
+            if (r >= p->min_tokens_to_keep && lp[order[r]] < thr)
+                m[order[r]] = -INFINITY;
     }
     if (p->top_k > 0)
-        for (int64_t r = p->top_k; r < n; r++) m[order[r]] = -INFINITY;
+        for (int64_t r = p->top_k; r < n; r++)
+            m[order[r]] = -INFINITY;
     double mx = -INFINITY, tot = 0;
-    for (int64_t i = 0; i < n; i++) mx = m[i] > mx ? m[i] : mx;
-    for (int64_t i = 0; i < n; i++) tot += prob[i] = exp((m[i] - mx) / p->temperature);
+    for (int64_t i = 0; i < n; i++)
+        mx = m[i] > mx ? m[i] : mx;
+    for (int64_t i = 0; i < n; i++)
+        tot += prob[i] = exp((m[i] - mx) / p->temperature);
     int64_t kept = 0;
     for (int64_t i = 0; i < n; i++) {
         prob[i] /= tot;
@@ -61,9 +67,12 @@ static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params
 
 static void log_softmax_d(const float *z, int64_t n, double *lp) {
     double mx = -INFINITY, s = 0;
-    for (int64_t i = 0; i < n; i++) mx = z[i] > mx ? z[i] : mx;
-    for (int64_t i = 0; i < n; i++) s += exp(z[i] - mx);
-    for (int64_t i = 0; i < n; i++) lp[i] = z[i] - mx - log(s);
+    for (int64_t i = 0; i < n; i++)
+        mx = z[i] > mx ? z[i] : mx;
+    for (int64_t i = 0; i < n; i++)
+        s += exp(z[i] - mx);
+    for (int64_t i = 0; i < n; i++)
+        lp[i] = z[i] - mx - log(s);
 }
 
 static loam_sampler *mk(loam_sampler_params p, int32_t n_vocab) {
@@ -79,8 +88,10 @@ static int64_t sampler_kept(loam_sampler *s, const float *z, uint8_t *mask) {
     float *lp = malloc((size_t)n * sizeof *lp);
     memcpy(lp, z, (size_t)n * sizeof *lp);
     double mx = -INFINITY, sum = 0;
-    for (int64_t i = 0; i < n; i++) mx = lp[i] > mx ? lp[i] : mx;
-    for (int64_t i = 0; i < n; i++) sum += expf(lp[i] - (float)mx);
+    for (int64_t i = 0; i < n; i++)
+        mx = lp[i] > mx ? lp[i] : mx;
+    for (int64_t i = 0; i < n; i++)
+        sum += expf(lp[i] - (float)mx);
     float lse = (float)mx + (float)log(sum), lpmax = -INFINITY;
     for (int64_t i = 0; i < n; i++) {
         lp[i] -= lse;
@@ -89,7 +100,8 @@ static int64_t sampler_kept(loam_sampler *s, const float *z, uint8_t *mask) {
     bool all;
     int64_t keep = survivors(s, lp, lpmax, &all);
     memset(mask, 0, (size_t)n);
-    for (int64_t r = 0; r < keep; r++) mask[all ? r : s->idx[r]] = 1;
+    for (int64_t r = 0; r < keep; r++)
+        mask[all ? r : s->idx[r]] = 1;
     free(lp);
     return keep;
 }
@@ -111,7 +123,7 @@ static void test_defaults_and_validation(void) {
     do {                                                                                           \
         loam_sampler_params q = loam_sampler_params_default();                                     \
         stmt;                                                                                      \
-        CHECK_EQ_I64(loam_sampler_new(&s, &q, 100, &e), want);                                    \
+        CHECK_EQ_I64(loam_sampler_new(&s, &q, 100, &e), want);                                     \
         CHECK(s == NULL);                                                                          \
         CHECK(strstr(e.msg, needle) != NULL);                                                      \
     } while (0)
@@ -205,6 +217,14 @@ static void test_greedy(void) {
     float inf[3] = {0.0f, INFINITY, 1.0f};
     CHECK_EQ_I64(loam_sampler_sample(s, inf, NULL), 1);
     loam_sampler_free(s);
+    /* a temperature whose inverse overflows float behaves as greedy */
+    p.temperature = 1e-39f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    s = mk(p, 3);
+    float tiny[3] = {0.5f, 2.0f, 1.0f};
+    CHECK_EQ_I64(loam_sampler_sample(s, tiny, NULL), 1);
+    loam_sampler_free(s);
 }
 
 /* Exact survivor sets on hand cases, ties included. */
@@ -212,19 +232,20 @@ static void test_filters_hand(void) {
     /* probabilities 0.4, 0.2, 0.2, 0.1, 0.1 at ids 3, 0, 4, 1, 2: rank order 3, 0, 4, 1, 2 */
     const double pr[5] = {0.2, 0.1, 0.1, 0.4, 0.2};
     float z[5];
-    for (int i = 0; i < 5; i++) z[i] = (float)log(pr[i]);
+    for (int i = 0; i < 5; i++)
+        z[i] = (float)log(pr[i]);
     struct {
         float top_p, min_p;
         int32_t top_k, min_keep;
         const char *kept; /* 0/1 per id */
     } cases[] = {
-        {0.39f, 0, 0, 1, "00010"},   /* the top rank alone holds 0.4 */
-        {0.45f, 0, 0, 1, "10010"},   /* needs 3 and 0 (tie with 4 at 0.2: lower id first) */
-        {0.61f, 0, 0, 1, "10011"},   /* 3, 0, 4 */
-        {0.79f, 0, 0, 1, "10011"},   /* mass before rank 3 is 0.8 */
-        {0.85f, 0, 0, 1, "11011"},   /* 3, 0, 4, 1 (tie with 2: lower id) */
-        {1.0f, 0, 2, 1, "10010"},    /* top_k 2 */
-        {1.0f, 0, 3, 1, "10011"},    /* top_k 3: 4 after 0 in the tie */
+        {0.39f, 0, 0, 1, "00010"},    /* the top rank alone holds 0.4 */
+        {0.45f, 0, 0, 1, "10010"},    /* needs 3 and 0 (tie with 4 at 0.2: lower id first) */
+        {0.61f, 0, 0, 1, "10011"},    /* 3, 0, 4 */
+        {0.79f, 0, 0, 1, "10011"},    /* mass before rank 3 is 0.8 */
+        {0.85f, 0, 0, 1, "11011"},    /* 3, 0, 4, 1 (tie with 2: lower id) */
+        {1.0f, 0, 2, 1, "10010"},     /* top_k 2 */
+        {1.0f, 0, 3, 1, "10011"},     /* top_k 3: 4 after 0 in the tie */
         {1.0f, 0.45f, 0, 1, "10011"}, /* p >= 0.45 * 0.4 keeps the tied 0.2s */
         {1.0f, 0.55f, 0, 1, "00010"},
         {1.0f, 0.55f, 0, 2, "10010"}, /* min_tokens_to_keep 2 */
@@ -245,7 +266,8 @@ static void test_filters_hand(void) {
         uint8_t mask[5];
         sampler_kept(s, z, mask);
         char got[6] = {0};
-        for (int i = 0; i < 5; i++) got[i] = mask[i] ? '1' : '0';
+        for (int i = 0; i < 5; i++)
+            got[i] = mask[i] ? '1' : '0';
         if (strcmp(got, cases[c].kept) != 0)
             fprintf(stderr, "case %zu: kept %s, want %s\n", c, got, cases[c].kept);
         CHECK_STR(got, cases[c].kept);
@@ -253,7 +275,8 @@ static void test_filters_hand(void) {
         double lp[5], prob[5];
         log_softmax_d(z, 5, lp);
         ref_filter(lp, 5, &p, prob);
-        for (int i = 0; i < 5; i++) CHECK((prob[i] > 0) == (cases[c].kept[i] == '1'));
+        for (int i = 0; i < 5; i++)
+            CHECK((prob[i] > 0) == (cases[c].kept[i] == '1'));
         loam_sampler_free(s);
     }
 }
@@ -275,7 +298,7 @@ static void test_filters_large(void) {
         int32_t top_k;
         double spread; /* logit scale: small = flat distribution */
     } cases[] = {
-        {0.9f, 0, 0, 8.0}, {0.95f, 0, 20, 3.0}, {0.5f, 0.05f, 0, 6.0}, {1.0f, 0, 40, 2.0},
+        {0.9f, 0, 0, 8.0},    {0.95f, 0, 20, 3.0}, {0.5f, 0.05f, 0, 6.0}, {1.0f, 0, 40, 2.0},
         {1.0f, 0.1f, 0, 5.0}, {0.999f, 0, 0, 0.5}, /* flat: the prefix grows to most of it */
         {0.7f, 0, 1000, 0.3},
     };
@@ -296,15 +319,19 @@ static void test_filters_large(void) {
         float *lpf = malloc((size_t)n * sizeof *lpf);
         memcpy(lpf, z, (size_t)n * sizeof *lpf);
         double mx = -INFINITY, sum = 0;
-        for (int32_t i = 0; i < n; i++) mx = lpf[i] > mx ? lpf[i] : mx;
-        for (int32_t i = 0; i < n; i++) sum += expf(lpf[i] - (float)mx);
+        for (int32_t i = 0; i < n; i++)
+            mx = lpf[i] > mx ? lpf[i] : mx;
+        for (int32_t i = 0; i < n; i++)
+            sum += expf(lpf[i] - (float)mx);
         float lse = (float)mx + (float)log(sum);
-        for (int32_t i = 0; i < n; i++) lp[i] = (double)(lpf[i] - lse);
+        for (int32_t i = 0; i < n; i++)
+            lp[i] = (double)(lpf[i] - lse);
         free(lpf);
         int64_t want = ref_filter(lp, n, &p, prob);
         CHECK_EQ_I64(keep, want);
         int64_t diff = 0;
-        for (int32_t i = 0; i < n; i++) diff += (mask[i] != 0) != (prob[i] > 0);
+        for (int32_t i = 0; i < n; i++)
+            diff += (mask[i] != 0) != (prob[i] > 0);
         CHECK_EQ_I64(diff, 0);
         loam_sampler_free(s);
     }
@@ -318,13 +345,14 @@ static void test_filters_large(void) {
 static void test_distribution(void) {
     const int n = 12;
     float z0[12];
-    for (int i = 0; i < n; i++) z0[i] = (float)(0.37 * i - 0.05 * i * i + (i == 7 ? 1.0 : 0.0));
+    for (int i = 0; i < n; i++)
+        z0[i] = (float)(0.37 * i - 0.05 * i * i + (i == 7 ? 1.0 : 0.0));
     struct {
         float temp, top_p, min_p;
         int32_t top_k;
     } cases[] = {
-        {1.0f, 1.0f, 0, 0}, {0.7f, 0.9f, 0, 0}, {1.5f, 1.0f, 0.2f, 0}, {0.5f, 0.95f, 0.05f, 6},
-        {2.0f, 1.0f, 0, 4},
+        {1.0f, 1.0f, 0, 0},      {0.7f, 0.9f, 0, 0}, {1.5f, 1.0f, 0.2f, 0},
+        {0.5f, 0.95f, 0.05f, 6}, {2.0f, 1.0f, 0, 4},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         loam_sampler_params p = loam_sampler_params_default();
@@ -349,7 +377,8 @@ static void test_distribution(void) {
                 break;
             }
             count[t]++;
-            if (fabs(logprob - log(prob[t])) > 1e-5) bad_logprob++;
+            if (fabs(logprob - log(prob[t])) > 1e-5)
+                bad_logprob++;
         }
         CHECK_EQ_I64(bad_logprob, 0);
         double chi2 = 0;
@@ -374,7 +403,8 @@ static void test_distribution(void) {
 static void test_determinism(void) {
     const int32_t n = 5000;
     float *z0 = malloc((size_t)n * sizeof *z0), *z = malloc((size_t)n * sizeof *z);
-    for (int32_t i = 0; i < n; i++) z0[i] = (float)(4.0 * lcg_uniform());
+    for (int32_t i = 0; i < n; i++)
+        z0[i] = (float)(4.0 * lcg_uniform());
     loam_sampler_params p = loam_sampler_params_default();
     p.temperature = 0.9f;
     p.top_p = 0.95f;
@@ -432,7 +462,8 @@ static void check_processed(loam_sampler *s, const float *z_in, const float *wan
     loam_sampler_sample(s, z, NULL);
     double lp[16];
     log_softmax_d(want, n, lp);
-    for (int i = 0; i < n; i++) CHECK_CLOSE(z[i], lp[i], 1e-5);
+    for (int i = 0; i < n; i++)
+        CHECK_CLOSE(z[i], lp[i], 1e-5);
 }
 
 static void test_penalties(void) {
@@ -443,7 +474,8 @@ static void test_penalties(void) {
     loam_sampler *s = mk(p, 6);
     /* history 0 1 1 3 4 5: window 4 sees 1 3 4 5; 0 is too old; 1 appears twice, once applied */
     int32_t h[] = {0, 1, 1, 3, 4, 5};
-    for (int i = 0; i < 6; i++) loam_sampler_accept(s, h[i]);
+    for (int i = 0; i < 6; i++)
+        loam_sampler_accept(s, h[i]);
     loam_sampler_accept(s, 99); /* out of range: ignored */
     loam_sampler_accept(s, -1);
     {
@@ -457,7 +489,8 @@ static void test_penalties(void) {
     p.frequency_penalty = 0.25f;
     s = mk(p, 6);
     int32_t h2[] = {2, 2, 2, 4, 0};
-    for (int i = 0; i < 5; i++) loam_sampler_accept(s, h2[i]);
+    for (int i = 0; i < 5; i++)
+        loam_sampler_accept(s, h2[i]);
     {
         /* presence: 2, 4, 0 once each; frequency: 2 three times, 4 and 0 once */
         float want[6] = {2.0f - 0.75f, -1.0f, 0.5f - 0.5f - 0.75f, -3.0f, 1.0f - 0.75f, 0.0f};
@@ -490,7 +523,8 @@ static void test_penalties(void) {
         loam_sampler_sample(s, zz, NULL);
         double lp[6];
         log_softmax_d(want, 6, lp);
-        for (int i = 0; i < 5; i++) CHECK_CLOSE(zz[i], lp[i], 1e-5);
+        for (int i = 0; i < 5; i++)
+            CHECK_CLOSE(zz[i], lp[i], 1e-5);
         CHECK(isinf(zz[5]) && zz[5] < 0);
     }
     loam_sampler_free(s);
@@ -700,7 +734,8 @@ static void test_stop_utf8(void) {
     push(m, &k, "\xE2\x82\xAC");
     CHECK_STR(k.text, "");
     push(m, &k, "x");
-    CHECK_STR(k.text, "\xE2\x82\xAC" "x");
+    CHECK_STR(k.text, "\xE2\x82\xAC"
+                      "x");
     loam_stop_matcher_free(m);
 }
 
