@@ -8,12 +8,14 @@
  * ones into 8 int32 lanes. That group sum, converted to float, is FMA'd with s_g·d_g into a
  * float accumulator per (row, activation row); the c and bias terms are FMA'd 8 groups at a time
  * from vectors of 8 scales/biases and 8 d/c/sum values. Lanes are summed once per output.
- * Tiles: mv 4 rows × 1 activation row, mm 2 rows × 4 activation rows (16 ymm registers).
+ * Tiles: mv 1 row × 1 activation row, streaming the weights in address order with a software
+ * prefetch PREFETCH_ROWS rows ahead and two accumulators taking alternate groups (so the FMA
+ * latency does not bound a single row), mm 2 rows × 4 activation rows (16 ymm registers).
  * Loops over the tile's rows (R) and activation rows (A) carry `#pragma GCC unroll` so the
  * accumulator arrays become registers at -O2.
  *
  * Dense F32/F16/BF16: 8 weights per load converted to float (bf16: widen and shift left 16,
- * f16: vcvtph2ps), one FMA per activation row; the k % 8 tail in scalar code.
+ * f16: vcvtph2ps), one FMA per activation row; the k % 8 tail in scalar code; the same tiles.
  * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x.
  * Weights come from mmap and may be unaligned: every weight load is unaligned.
  */
@@ -154,33 +156,46 @@ INLINE __m256 load8_w(const uint8_t *p, const loam_dtype t) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* 8 columns from c of every (row, activation row). */
+INLINE void dense_step(const uint8_t *w, int64_t k, int64_t r, const float *x, int64_t a,
+                       int64_t c, __m256 acc[4][4], const int R, const int A, const loam_dtype t) {
+    const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
+    __m256 wv[4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        const uint8_t *wp = w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es;
+        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)k * es),
+                                 _MM_HINT_T0);
+        wv[i] = load8_w(wp, t);
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < A; j++) {
+        __m256 xv = _mm256_loadu_ps(x + (size_t)(a + j) * (size_t)k + (size_t)c);
+        #pragma GCC unroll 4
+        for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+}
+
 INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a, float *y,
                        const int R, const int A, const loam_dtype t) {
     const int64_t k = W->k;
-    const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     const uint8_t *w = (const uint8_t *)W->w;
-    __m256 acc[4][4];
+    __m256 acc[4][4], acc2[4][4]; /* acc2: second accumulator of a 1×1 tile */
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = _mm256_setzero_ps();
+        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm256_setzero_ps();
     int64_t c = 0;
-    for (; c + 8 <= k; c += 8) {
-        __m256 wv[4];
-        #pragma GCC unroll 4
-        for (int i = 0; i < R; i++) wv[i] = load8_w(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t);
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) {
-            __m256 xv = _mm256_loadu_ps(x + (size_t)(a + j) * (size_t)k + (size_t)c);
-            #pragma GCC unroll 4
-            for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
-        }
+    for (; c + 16 <= k; c += 16) {
+        dense_step(w, k, r, x, a, c, acc, R, A, t);
+        dense_step(w, k, r, x, a, c + 8, R * A == 1 ? acc2 : acc, R, A, t);
     }
+    for (; c + 8 <= k; c += 8) dense_step(w, k, r, x, a, c, acc, R, A, t);
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
-            float s = hsum8(acc[i][j]);
+            float s = hsum8(_mm256_add_ps(acc[i][j], acc2[i][j]));
             for (int64_t cc = c; cc < k; cc++)
                 s += loam__load_float(w, t, (size_t)(r + i) * (size_t)k + (size_t)cc) *
                      x[(size_t)(a + j) * (size_t)k + (size_t)cc];
@@ -199,7 +214,7 @@ INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_
 }
 
 static void dense_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
-    dense_dispatch(W, r, x, a, y, 4, 1);
+    dense_dispatch(W, r, x, a, y, 1, 1);
 }
 static void dense_mm(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
     dense_dispatch(W, r, x, a, y, 2, 4);
@@ -229,7 +244,7 @@ const loam__kernels loam__kernels_avx2 = {
     .name = "avx2",
     .act_order = LOAM__ACT_EVEN_ODD,
     .q4 = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
-    .dense = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
+    .dense = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
               .one = dense_one},
     .dot_qf = dot_qf,
 };

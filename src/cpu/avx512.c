@@ -12,13 +12,15 @@
  * are read with masked loads, so nothing past a row is touched.
  * Tiles: mv 1 row × 1 activation row, so the weights stream through memory in address order
  * (measured: interleaving 2 or 4 rows costs 20% of single-thread DRAM throughput), with a
- * software prefetch PREFETCH_ROWS rows ahead (hardware prefetchers stop at 4 KiB pages);
+ * software prefetch PREFETCH_ROWS rows ahead (hardware prefetchers stop at 4 KiB pages) and
+ * two accumulators taking alternate pairs (so the FMA latency does not bound one row);
  * mm 2 rows × 4 activation rows (8 accumulators + 8 s·d vectors + weights in 32 registers).
  * Loops over the tile's rows (R) and activation rows (A) carry `#pragma GCC unroll` so the
  * accumulator arrays become registers at -O2 (without it they live on the stack: 2-3× slower).
  *
  * Dense F32/F16/BF16: 16 weights per load converted to float (bf16: widen, shift left 16;
- * f16: vcvtph2ps), one FMA per activation row, the k % 16 tail with masked loads.
+ * f16: vcvtph2ps), one FMA per activation row, the k % 16 tail with masked loads; the same
+ * tiles as above (mv one row with two accumulators and prefetch, mm 4 rows × 4).
  * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x.
  */
 #if defined(__x86_64__)
@@ -146,34 +148,48 @@ static void q4_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, flo
 
 // ---- dense F32 / F16 / BF16 -------------------------------------------------------------------
 
+/* 16 columns from c (n of them valid, n may exceed 16) of every (row, activation row). */
+INLINE void dense_step(const uint8_t *w, int64_t k, int64_t r, const float *x, int64_t a,
+                       int64_t c, int64_t n, __m512 acc[4][4], const int R, const int A,
+                       const loam_dtype t) {
+    const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
+    __m512 wv[4];
+    #pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        const uint8_t *wp = w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es;
+        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)k * es),
+                                 _MM_HINT_T0);
+        wv[i] = load16_float(wp, t, n);
+    }
+    #pragma GCC unroll 4
+    for (int j = 0; j < A; j++) {
+        __m512 xv = _mm512_maskz_loadu_ps(mask16(n), x + (size_t)(a + j) * (size_t)k + (size_t)c);
+        #pragma GCC unroll 4
+        for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+}
+
 INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a, float *y,
                        const int R, const int A, const loam_dtype t) {
     const int64_t k = W->k;
-    const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     const uint8_t *w = (const uint8_t *)W->w;
-    __m512 acc[4][4];
+    __m512 acc[4][4], acc2[4][4]; /* acc2: second accumulator of a 1×1 tile */
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < k; c += 16) {
-        const int64_t n = k - c;
-        __m512 wv[4];
-        #pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            wv[i] = load16_float(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t, n);
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) {
-            __m512 xv = _mm512_maskz_loadu_ps(mask16(n), x + (size_t)(a + j) * (size_t)k + (size_t)c);
-            #pragma GCC unroll 4
-            for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
-        }
+        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= k; c += 32) {
+        dense_step(w, k, r, x, a, c, 16, acc, R, A, t);
+        dense_step(w, k, r, x, a, c + 16, 16, R * A == 1 ? acc2 : acc, R, A, t);
     }
+    for (; c < k; c += 16) dense_step(w, k, r, x, a, c, k - c, acc, R, A, t);
     #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
         #pragma GCC unroll 4
         for (int j = 0; j < A; j++)
-            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = _mm512_reduce_add_ps(acc[i][j]);
+            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
+                _mm512_reduce_add_ps(_mm512_add_ps(acc[i][j], acc2[i][j]));
 }
 
 INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y,
@@ -187,7 +203,7 @@ INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_
 }
 
 static void dense_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
-    dense_dispatch(W, r, x, a, y, 4, 1);
+    dense_dispatch(W, r, x, a, y, 1, 1);
 }
 static void dense_mm(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
     dense_dispatch(W, r, x, a, y, 4, 4);
@@ -217,7 +233,7 @@ const loam__kernels loam__kernels_avx512 = {
     .name = "avx512vnni",
     .act_order = LOAM__ACT_PAIRS,
     .q4 = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
-    .dense = {.mv_rows = 4, .mm_rows = 4, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
+    .dense = {.mv_rows = 1, .mm_rows = 4, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
               .one = dense_one},
     .dot_qf = dot_qf,
 };
