@@ -321,6 +321,7 @@ static enum MHD_Result handle_metrics(loam_server *srv, struct MHD_Connection *c
     double ttft_sum = srv->ttft_sum;
     uint64_t ttft_count = srv->ttft_count;
     pthread_mutex_unlock(&srv->metrics_mu);
+    uint64_t heap_bytes = loam_debug_bytes_in_use(); /* read before this handler allocates */
     static const char *const routes[] = {"chat_completions", "completions", "models",
                                          "health", "metrics", "other"};
     char *buf = loam__malloc(8192);
@@ -364,6 +365,10 @@ static enum MHD_Result handle_metrics(loam_server *srv, struct MHD_Connection *c
          "loam_time_to_first_token_seconds_sum %.6f\nloam_time_to_first_token_seconds_count "
          "%llu\n",
          ttft_sum, (unsigned long long)ttft_count);
+    EMIT("# HELP loam_heap_bytes Bytes the library has allocated and not freed (its own "
+         "allocator; excludes libmicrohttpd and the C library).\n# TYPE loam_heap_bytes gauge\n"
+         "loam_heap_bytes %llu\n",
+         (unsigned long long)heap_bytes);
     EMIT("# HELP loam_generation_tokens_per_second Generated tokens per second over the last "
          "few seconds.\n# TYPE loam_generation_tokens_per_second gauge\n"
          "loam_generation_tokens_per_second %.3f\n",
@@ -543,6 +548,7 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
     rp.n_stop = (size_t)q->n_stop;
     rp.top_logprobs = q->logprobs ? (q->top_logprobs > 0 ? q->top_logprobs : 0) : 0;
     rp.want_logprobs = q->logprobs;
+    rp.ignore_eos = q->ignore_eos;
     rp.on_token = on_token;
     rp.on_done = on_done;
     int32_t submitted = 0;
