@@ -526,8 +526,9 @@ loam_status loam_engine_submit(loam_engine *e, const loam_request_params *p, uin
     pthread_mutex_lock(&e->mu);
     int32_t free_slots = e->params.n_parallel - e->n_active;
     if (e->n_queued >= e->params.max_queue + (free_slots > 0 ? free_slots : 0)) {
+        int32_t waiting = e->n_queued; /* read under the lock: the worker changes it */
         pthread_mutex_unlock(&e->mu);
-        s = loam__fail(err, LOAM_E_BUSY, "engine: request queue full (%d waiting)", e->n_queued);
+        s = loam__fail(err, LOAM_E_BUSY, "engine: request queue full (%d waiting)", waiting);
         goto fail;
     }
     r->id = ++e->next_id;
