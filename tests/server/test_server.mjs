@@ -252,21 +252,28 @@ try {
 // ---- queue full: one slot, no queue -> 429 with Retry-After --------------------------------
 const q = await startServer(['--parallel', '1', '--max-queue', '0']);
 try {
-  // long enough to be running while the second arrives, however fast the machine
-  const first = post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 3000, temperature: 1, ignore_eos: true });
-  for (let i = 0; i < 200; i++) {
-    const t = await (await fetch(q.base + '/metrics')).text();
-    if (/^loam_active_sequences 1$/m.test(t)) break;
-    await sleep(10);
-  }
+  // the first request holds the only slot until this test lets go of it: a stream that would
+  // run for thousands of tokens, read a little, then dropped (fast or slow machine alike)
+  const ac = new AbortController();
+  const first = await fetch(q.base + '/v1/completions', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: ac.signal,
+    body: JSON.stringify({ prompt: 'The', max_tokens: 3000, temperature: 1, ignore_eos: true, stream: true }),
+  });
+  const fr = first.body.getReader();
+  await fr.read();
+  const qm = async () => Number((await (await fetch(q.base + '/metrics')).text()).match(/^loam_active_sequences (\d+)$/m)?.[1]);
+  check('first request running', first.status === 200 && (await qm()) === 1);
   const second = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
   check('queue full 429', isOpenAIError(second, 429) && second.headers.get('retry-after') !== null, second.text.slice(0, 200));
-  const f = await first;
-  check('first request unaffected', f.status === 200);
+  const more = await fr.read();
+  check('first request unaffected', !more.done && !new TextDecoder().decode(more.value).includes('"error"'));
+  ac.abort();
+  let active = -1;
+  for (let i = 0; i < 200 && active !== 0; i++) { await sleep(20); active = await qm(); }
   const third = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
-  check('slot free again', third.status === 200);
+  check('slot free again', active === 0 && third.status === 200, `active ${active} status ${third.status}`);
 } catch (e) {
-  check('queue server run', false, String(e.stack || e));
+  check('queue server run', false, String(e.stack || e) + (e.cause ? ' cause: ' + String(e.cause.stack || e.cause) : ''));
 }
 q.proc.kill('SIGINT');
 const qe = await q.exited;
