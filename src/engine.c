@@ -138,13 +138,31 @@ static void finish_with(loam_engine *e, request *r, loam_finish why, const char 
     if (pre_len == 0) {
         if (held) res.text = held;
         res.text_len = held_len;
-    } else if (pre_len + held_len <= e->tail_cap) {
-        memmove(e->tail, pre, pre_len);
-        if (held_len) memcpy(e->tail + pre_len, held, held_len);
-        res.text = e->tail;
-        res.text_len = pre_len + held_len;
+    } else {
+        /* pre and held both live in the stop matcher's buffer; join them in e->tail, which
+         * grows here (a held tail is as long as a stop string, which a request may make
+         * longer than the first 16 KiB) */
+        if (pre_len + held_len > e->tail_cap) {
+            size_t cap = pre_len + held_len;
+            char *t = loam__malloc(cap);
+            if (t) {
+                loam__free(e->tail);
+                e->tail = t;
+                e->tail_cap = cap;
+            } else if (why != LOAM_FINISH_ERROR) {
+                why = LOAM_FINISH_ERROR;
+                error = "engine: out of memory for the final text";
+            }
+        }
+        if (pre_len + held_len <= e->tail_cap) {
+            memmove(e->tail, pre, pre_len);
+            if (held_len) memcpy(e->tail + pre_len, held, held_len);
+            res.text = e->tail;
+            res.text_len = pre_len + held_len;
+        }
     }
     if (!res.text) res.text = ""; /* callbacks always get a valid pointer */
+    res.finish = why;
     res.prompt_tokens = r->n_prompt;
     res.completion_tokens = r->n_generated;
     double now = loam__now();
@@ -170,9 +188,11 @@ static void finish(loam_engine *e, request *r, loam_finish why, const char *erro
 
 // ---- the step ---------------------------------------------------------------------------------
 
-static void admit_and_cancel(loam_engine *e, request **to_cancel, int32_t *n_cancel) {
+/* Takes cancelled requests out of the queue (returned as a list linked through `next`, however
+ * many there are) and gives free slots to the queued requests, in order. */
+static request *admit_and_cancel(loam_engine *e) {
+    request *cancelled = NULL;
     pthread_mutex_lock(&e->mu);
-    /* queued requests that were cancelled leave the queue */
     request **pp = &e->queue_head;
     e->queue_tail = NULL;
     while (*pp) {
@@ -180,7 +200,8 @@ static void admit_and_cancel(loam_engine *e, request **to_cancel, int32_t *n_can
         if (atomic_load(&r->cancel)) {
             *pp = r->next;
             e->n_queued--;
-            to_cancel[(*n_cancel)++] = r;
+            r->next = cancelled;
+            cancelled = r;
         } else {
             e->queue_tail = r;
             pp = &r->next;
@@ -199,15 +220,14 @@ static void admit_and_cancel(loam_engine *e, request **to_cancel, int32_t *n_can
         e->n_active++;
     }
     pthread_mutex_unlock(&e->mu);
+    return cancelled;
 }
 
 static void step(loam_engine *e) {
-    request *cancelled[256];
-    int32_t n_cancel = 0;
-    admit_and_cancel(e, cancelled, &n_cancel);
-    for (int32_t i = 0; i < n_cancel; i++) {
-        cancelled[i]->slot = -1;
-        finish(e, cancelled[i], LOAM_FINISH_CANCELLED, NULL);
+    for (request *r = admit_and_cancel(e), *next; r; r = next) {
+        next = r->next;
+        r->slot = -1;
+        finish(e, r, LOAM_FINISH_CANCELLED, NULL);
     }
     for (int32_t s = 0; s < e->params.n_parallel; s++) {
         request *r = e->slots[s];
@@ -367,6 +387,13 @@ loam_status loam_engine_new(loam_engine **out, loam_model *model, const loam_eng
     if (p.n_ctx < 16) return loam__fail(err, LOAM_E_INVAL, "engine: n_ctx %d below 16", p.n_ctx);
     if (p.n_batch < 1) p.n_batch = 512;
     if (p.max_queue < 0) p.max_queue = 0;
+    /* the session holds n_ctx × n_parallel tokens and n_batch + n_parallel rows, both int32 */
+    if ((int64_t)p.n_ctx * p.n_parallel > INT32_MAX)
+        return loam__fail(err, LOAM_E_INVAL,
+                          "engine: n_ctx %d × n_parallel %d tokens exceed the 2^31 - 1 the KV "
+                          "pool can address", p.n_ctx, p.n_parallel);
+    if ((int64_t)p.n_batch + p.n_parallel > INT32_MAX)
+        return loam__fail(err, LOAM_E_INVAL, "engine: n_batch %d too large", p.n_batch);
     const loam_tokenizer *tok = loam_model_tokenizer(model);
     if (!tok)
         return loam__fail(err, LOAM_E_INVAL,
@@ -499,8 +526,9 @@ loam_status loam_engine_submit(loam_engine *e, const loam_request_params *p, uin
     pthread_mutex_lock(&e->mu);
     int32_t free_slots = e->params.n_parallel - e->n_active;
     if (e->n_queued >= e->params.max_queue + (free_slots > 0 ? free_slots : 0)) {
+        int32_t waiting = e->n_queued; /* read under the lock: the worker changes it */
         pthread_mutex_unlock(&e->mu);
-        s = loam__fail(err, LOAM_E_BUSY, "engine: request queue full (%d waiting)", e->n_queued);
+        s = loam__fail(err, LOAM_E_BUSY, "engine: request queue full (%d waiting)", waiting);
         goto fail;
     }
     r->id = ++e->next_id;

@@ -243,6 +243,7 @@ typedef struct {
     char text[2048];
     size_t len;
     int tokens;
+    bool text_null; /* on_done got a NULL text (the contract says it never does) */
 } waiter;
 
 static bool w_token(void *user, const loam_token_event *ev) {
@@ -261,7 +262,8 @@ static bool w_token(void *user, const loam_token_event *ev) {
 static void w_done(void *user, const loam_request_result *res) {
     waiter *w = user;
     pthread_mutex_lock(&w->mu);
-    if (w->len + res->text_len < sizeof w->text) {
+    w->text_null = res->text == NULL;
+    if (res->text && w->len + res->text_len < sizeof w->text) {
         memcpy(w->text + w->len, res->text, res->text_len);
         w->len += res->text_len;
         w->text[w->len] = 0;
@@ -355,6 +357,7 @@ static void test_engine_queue_cancel(void) {
     w_wait(&b);
     CHECK_EQ_I64(a.finish, LOAM_FINISH_CANCELLED);
     CHECK_EQ_I64(b.finish, LOAM_FINISH_CANCELLED);
+    CHECK(!a.text_null && !b.text_null); /* cancelled requests get "" too, never NULL */
     /* bad requests */
     loam_request_params bad = req(p, 3, &c, 1, 4);
     bad.n_prompt = 0;
@@ -378,6 +381,62 @@ static void test_engine_queue_cancel(void) {
     CHECK_OK(loam_engine_submit(e, &rd, NULL, &err), err);
     loam_engine_free(e);
     CHECK(d.done);
+}
+
+/* More requests cancelled at once than any fixed per-step buffer: every one ends exactly once
+ * (the engine once collected them in a 256-entry stack array). */
+static void test_engine_cancel_many(void) {
+    enum { N = 600 };
+    loam_engine *e = NULL;
+    loam_engine_params ep = loam_engine_params_default();
+    ep.n_parallel = 1;
+    ep.max_queue = N;
+    ep.n_ctx = 512;
+    ep.n_threads = 1;
+    loam_err err = {0};
+    CHECK_OK(loam_engine_new(&e, g_model, &ep, &err), err);
+    if (!e) return;
+    int32_t p[] = {1, 2, 3};
+    waiter *w = calloc(N, sizeof *w);
+    int submitted = 0;
+    for (int i = 0; i < N; i++) {
+        w_init(&w[i]);
+        loam_request_params r = req(p, 3, &w[i], (uint64_t)i, 400);
+        r.ignore_eos = true;
+        if (loam_engine_submit(e, &r, NULL, &err) == LOAM_OK) submitted++;
+    }
+    CHECK_EQ_I64(submitted, N);
+    loam_engine_stats st;
+    loam_engine_get_stats(e, &st);
+    CHECK(st.queued >= N - 2);
+    loam_engine_cancel_all(e);
+    int cancelled = 0;
+    for (int i = 0; i < submitted; i++) {
+        w_wait(&w[i]);
+        cancelled += w[i].finish == LOAM_FINISH_CANCELLED;
+        CHECK(!w[i].text_null);
+    }
+    CHECK(cancelled >= N - 1); /* the running one may have finished first */
+    loam_engine_get_stats(e, &st);
+    CHECK_EQ_I64(st.queued, 0);
+    CHECK_EQ_I64(st.active, 0);
+    loam_engine_free(e);
+    free(w);
+}
+
+/* Sizes whose product does not fit the session's int32 fields are refused, not wrapped. */
+static void test_engine_params_overflow(void) {
+    loam_engine *e = NULL;
+    loam_err err = {0};
+    loam_engine_params ep = loam_engine_params_default();
+    ep.n_ctx = 1 << 29;
+    ep.n_parallel = 8;
+    CHECK_EQ_I64(loam_engine_new(&e, g_model, &ep, &err), LOAM_E_INVAL);
+    CHECK(e == NULL && strstr(err.msg, "n_parallel") != NULL);
+    ep = loam_engine_params_default();
+    ep.n_batch = INT32_MAX;
+    CHECK_EQ_I64(loam_engine_new(&e, g_model, &ep, &err), LOAM_E_INVAL);
+    CHECK(e == NULL);
 }
 
 static void test_alloc_failures(void) {
@@ -415,6 +474,8 @@ static void run_tests(void) {
     TEST(test_generate_errors);
     TEST(test_engine_batch_equals_alone);
     TEST(test_engine_queue_cancel);
+    TEST(test_engine_cancel_many);
+    TEST(test_engine_params_overflow);
     TEST(test_alloc_failures);
     loam_model_close(g_model);
     char cmd[300];

@@ -31,7 +31,8 @@ static void test_chat_parts_and_tools(void) {
         "\"arguments\":\"{\\\"x\\\": 1}\"}}]}],\"tools\":[{\"type\":\"function\"}],"
         "\"chat_template_kwargs\":{\"enable_thinking\":false},\"stream\":true,"
         "\"stream_options\":{\"include_usage\":true},\"stop\":[\"\\n\\n\",\"END\"],\"n\":3,"
-        "\"seed\":42,\"logit_bias\":{\"5\":-100,\"7\":2.5},\"logprobs\":true,\"top_logprobs\":2}";
+        "\"seed\":42,\"logit_bias\":{\"5\":-100,\"7\":2.5},\"logprobs\":true,\"top_logprobs\":2,"
+        "\"ignore_eos\":true}";
     CHECK(parse(LOAM__OAI_CHAT, body, &r, &e));
     cJSON *m = cJSON_Parse(r.messages_json);
     CHECK_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 0), "role")->valuestring, "system");
@@ -41,7 +42,7 @@ static void test_chat_parts_and_tools(void) {
     cJSON_Delete(m);
     CHECK_STR(r.tools_json, "[{\"type\":\"function\"}]");
     CHECK_STR(r.kwargs_json, "{\"enable_thinking\":false}");
-    CHECK(r.stream && r.include_usage && r.logprobs);
+    CHECK(r.stream && r.include_usage && r.logprobs && r.ignore_eos);
     CHECK_EQ_I64(r.top_logprobs, 2);
     CHECK_EQ_I64(r.n_stop, 2);
     CHECK_STR(r.stop[1], "END");
@@ -102,6 +103,7 @@ static void test_errors(void) {
         {"\"n\":0}", "n"},
         {"\"n\":100}", "n"},
         {"\"stream\":1}", "stream"},
+        {"\"ignore_eos\":\"yes\"}", "ignore_eos"},
         {"\"stop\":5}", "stop"},
         {"\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop"},
         {"\"logit_bias\":{\"abc\":1}}", "logit_bias"},

@@ -13,6 +13,7 @@ static const char *k_help =
     "usage: loam serve -m DIR [-a NAME=DIR]... [--host 127.0.0.1] [--port 8080]\n"
     "                  [--parallel N] [--ctx N] [--max-queue N] [--max-tokens N]\n"
     "                  [--api-key KEY | --api-key-file F] [--name NAME] [-t THREADS]\n"
+    "                  [--grace SECONDS]\n"
     "\n"
     "Serves the model with an OpenAI-compatible HTTP API (loopback by default):\n"
     "  POST /v1/chat/completions, POST /v1/completions (streamed with \"stream\": true),\n"
@@ -32,7 +33,10 @@ static const char *k_help =
     "      --api-key KEY      require \"Authorization: Bearer KEY\" on /v1/ routes\n"
     "      --api-key-file F   read the key from the first line of F\n"
     "      --name NAME        the base model's id in /v1/models (default: the directory name)\n"
-    "  -t, --threads N        CPU threads (default: all cores)\n";
+    "  -t, --threads N        CPU threads (default: all cores)\n"
+    "      --grace SECONDS    on SIGINT/SIGTERM, let running requests finish this long before\n"
+    "                         cancelling them (they then get 503 or a stream error event;\n"
+    "                         default 10)\n";
 
 int loam_cmd_serve(int argc, char **argv) {
     const char *cmd = "serve";
@@ -40,6 +44,7 @@ int loam_cmd_serve(int argc, char **argv) {
     const char *adapters[64];
     int n_adapters = 0;
     loam_server_params sp = loam_server_params_default();
+    double grace = 10.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long x;
@@ -59,7 +64,12 @@ int loam_cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--api-key")) key = v;
         else if (!strcmp(a, "--api-key-file")) key_file = v;
         else if (!strcmp(a, "--name")) name = v;
-        else if (cli_parse_i64(v, &x)) return cli_usage_error(cmd, "%s: not an integer: %s", a, v);
+        else if (!strcmp(a, "--grace")) {
+            if (cli_parse_f64(v, &grace) || !(grace >= 0 && grace <= 86400))
+                return cli_usage_error(cmd, "--grace wants seconds in [0, 86400], got '%s'", v);
+        } else if (cli_parse_i64(v, &x)) return cli_usage_error(cmd, "%s: not an integer: %s", a, v);
+        else if (x < INT32_MIN || x > INT32_MAX)
+            return cli_usage_error(cmd, "%s: %s is out of range", a, v);
         else if (!strcmp(a, "--port")) sp.port = (int32_t)x;
         else if (!strcmp(a, "--parallel")) sp.n_parallel = (int32_t)x;
         else if (!strcmp(a, "--ctx")) sp.n_ctx = (int32_t)x;
@@ -136,7 +146,7 @@ int loam_cmd_serve(int argc, char **argv) {
     sigwait(&set, &sig);
     fprintf(stderr, "loam serve: %s received, finishing in-flight requests\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
-    loam_server_stop(srv, 10.0);
+    loam_server_stop(srv, grace);
     loam_server_free(srv);
     loam_model_close(m);
     fprintf(stderr, "loam serve: stopped\n");

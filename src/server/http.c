@@ -14,10 +14,21 @@
  * Lifetime of a job (one request, n choices): one reference for the connection and one per
  * engine request; the last release frees it. A client that disconnects is noticed (hang-up on
  * its socket while waiting, or a failed write) and its engine requests are cancelled, which
- * frees their slots at the next engine step.
+ * frees their slots at the next engine step. When some of a request's n choices are queued and
+ * the next one is refused (queue full), the queued ones are cancelled and waited for before
+ * the 429 goes out.
+ *
+ * Errors after the response started: a streamed choice that fails, or that the server cancels
+ * at shutdown, ends the stream with an OpenAI error event (data: {"error": {...}}) and then
+ * [DONE]; a non-streamed one gets 500 (failure) or 503 (shutdown) instead of a cut-short 200.
  *
  * Shutdown: loam_server_stop() stops accepting (MHD_quiesce_daemon), lets in-flight requests
- * finish for a grace period, cancels the rest, then stops the daemon.
+ * finish for a grace period, cancels the rest (again every 20 ms, so a handler that was between
+ * its `stopping` check and its submit is cancelled too), waits up to 5 s for their handlers,
+ * then stops the daemon, which closes whatever connection is left (a client that stopped
+ * reading). in_flight counts every generation handler from before its `stopping` check until
+ * its response is done (a stream: until libmicrohttpd frees it), so the check and the count
+ * cannot miss each other.
  */
 #define _GNU_SOURCE
 #include "server.h"
@@ -83,8 +94,10 @@ typedef struct job {
     bool sent_first[LOAM__OAI_MAX_N];
     int32_t n_done;
     int32_t completion_tokens;
-    bool cancelled;
+    bool cancelled; /* by this request's side: its client left, or a sibling choice was refused */
+    bool aborted;   /* cancelled by the server (shutdown) */
     bool failed;
+    bool error_sent; /* streams: the error event is queued */
     char fail_msg[256];
     double t_submit;
     bool ttft_recorded;
@@ -144,6 +157,21 @@ static bool client_gone(int fd) {
 static void job_cancel_all(job *j) {
     for (int32_t i = 0; i < j->n; i++)
         if (j->engine_ids[i]) loam_engine_cancel(j->srv->engine, j->engine_ids[i]);
+}
+
+/* "data: {error}\n\n" as a heap string (NULL on out of memory). */
+static char *sse_error_event(const loam__oai_error *e) {
+    char *body = loam__oai_error_json(e);
+    if (!body) return NULL;
+    size_t n = strlen(body);
+    char *s = loam__malloc(n + 9);
+    if (s) {
+        memcpy(s, "data: ", 6);
+        memcpy(s + 6, body, n);
+        memcpy(s + 6 + n, "\n\n", 3);
+    }
+    loam__free(body);
+    return s;
 }
 
 // ---- engine callbacks (engine thread) ---------------------------------------------------------
@@ -234,15 +262,28 @@ static void on_done(void *user, const loam_request_result *res) {
         j->failed = true;
         snprintf(j->fail_msg, sizeof j->fail_msg, "%s", res->error);
     }
+    /* a cancel this request did not ask for came from loam_server_stop */
+    if (res->finish == LOAM_FINISH_CANCELLED && !j->cancelled) j->aborted = true;
     atomic_fetch_add(&srv->completion_tokens_total, (unsigned long)res->completion_tokens);
     j->completion_tokens += res->completion_tokens;
-    if (j->req.stream && res->finish != LOAM_FINISH_CANCELLED) {
+    bool ended = res->finish == LOAM_FINISH_STOP || res->finish == LOAM_FINISH_LENGTH;
+    if (j->req.stream && ended) {
         if (res->text_len > 0)
             job_push_locked(j, loam__resp_chunk(&j->meta, r->index, res->text, res->text_len,
                                                 !j->sent_first[r->index], NULL));
         j->sent_first[r->index] = true;
         job_push_locked(j, loam__resp_chunk(&j->meta, r->index, NULL, 0, false, c->finish));
-    } else if (res->text_len > 0) {
+    } else if (j->req.stream && (j->failed || j->aborted) && !j->error_sent) {
+        j->error_sent = true;
+        loam__oai_error e;
+        if (j->failed)
+            loam__oai_set_error(&e, 500, "server_error", NULL, NULL, "generation failed: %s",
+                                j->fail_msg);
+        else
+            loam__oai_set_error(&e, 503, "server_error", "shutting_down", NULL,
+                                "the server stopped before the request finished");
+        job_push_locked(j, sse_error_event(&e));
+    } else if (!j->req.stream && res->text_len > 0) {
         loam__choice_append(c, res->text, res->text_len);
     }
     j->n_done++;
@@ -321,6 +362,7 @@ static enum MHD_Result handle_metrics(loam_server *srv, struct MHD_Connection *c
     double ttft_sum = srv->ttft_sum;
     uint64_t ttft_count = srv->ttft_count;
     pthread_mutex_unlock(&srv->metrics_mu);
+    uint64_t heap_bytes = loam_debug_bytes_in_use(); /* read before this handler allocates */
     static const char *const routes[] = {"chat_completions", "completions", "models",
                                          "health", "metrics", "other"};
     char *buf = loam__malloc(8192);
@@ -364,6 +406,10 @@ static enum MHD_Result handle_metrics(loam_server *srv, struct MHD_Connection *c
          "loam_time_to_first_token_seconds_sum %.6f\nloam_time_to_first_token_seconds_count "
          "%llu\n",
          ttft_sum, (unsigned long long)ttft_count);
+    EMIT("# HELP loam_heap_bytes Bytes the library has allocated and not freed (its own "
+         "allocator; excludes libmicrohttpd and the C library).\n# TYPE loam_heap_bytes gauge\n"
+         "loam_heap_bytes %llu\n",
+         (unsigned long long)heap_bytes);
     EMIT("# HELP loam_generation_tokens_per_second Generated tokens per second over the last "
          "few seconds.\n# TYPE loam_generation_tokens_per_second gauge\n"
          "loam_generation_tokens_per_second %.3f\n",
@@ -445,8 +491,11 @@ static void stream_free(void *cls) {
     job_release(j);
 }
 
+/* Answers one completion request. The caller counted it in srv->in_flight; *streaming becomes
+ * true when a stream response took that count over (stream_free gives it back). */
 static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *c,
-                                       loam__oai_kind kind, const char *body, size_t len) {
+                                       loam__oai_kind kind, const char *body, size_t len,
+                                       bool *streaming) {
     loam__oai_error e;
     job *j = loam__calloc(1, sizeof *j);
     if (!j) return MHD_NO;
@@ -543,12 +592,16 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
     rp.n_stop = (size_t)q->n_stop;
     rp.top_logprobs = q->logprobs ? (q->top_logprobs > 0 ? q->top_logprobs : 0) : 0;
     rp.want_logprobs = q->logprobs;
+    rp.ignore_eos = q->ignore_eos;
     rp.on_token = on_token;
     rp.on_done = on_done;
     int32_t submitted = 0;
     for (int32_t i = 0; i < j->n; i++) {
         choice_ref *r = loam__malloc(sizeof *r);
-        if (!r) break;
+        if (!r) {
+            loam__oai_set_error(&e, 500, "server_error", NULL, NULL, "out of memory");
+            break;
+        }
         r->j = j;
         r->index = i;
         rp.user = r;
@@ -592,15 +645,17 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
     }
 
     if (q->stream) {
-        atomic_fetch_add(&srv->in_flight, 1);
         struct MHD_Response *r =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j, stream_free);
         if (!r) {
-            atomic_fetch_sub(&srv->in_flight, 1);
+            pthread_mutex_lock(&j->mu);
+            j->cancelled = true;
+            pthread_mutex_unlock(&j->mu);
             job_cancel_all(j);
             job_release(j);
             return MHD_NO;
         }
+        *streaming = true;
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
         MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
@@ -610,7 +665,6 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
     }
 
     /* non-streamed: wait, watching for a client that hangs up */
-    atomic_fetch_add(&srv->in_flight, 1);
     pthread_mutex_lock(&j->mu);
     while (j->n_done < j->n) {
         struct timespec ts;
@@ -628,9 +682,8 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
             pthread_mutex_lock(&j->mu);
         }
     }
-    bool cancelled = j->cancelled, failed = j->failed;
+    bool cancelled = j->cancelled, failed = j->failed, aborted = j->aborted;
     pthread_mutex_unlock(&j->mu);
-    atomic_fetch_sub(&srv->in_flight, 1);
     if (cancelled) {
         job_release(j);
         return MHD_NO; /* client is gone: drop the connection */
@@ -638,6 +691,11 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
     if (failed) {
         loam__oai_set_error(&e, 500, "server_error", NULL, NULL, "generation failed: %s",
                             j->fail_msg);
+        goto error;
+    }
+    if (aborted) { /* shutdown cut it short: an error, never a truncated 200 */
+        loam__oai_set_error(&e, 503, "server_error", "shutting_down", NULL,
+                            "the server stopped before the request finished");
         goto error;
     }
     char *out = loam__resp_full(&j->meta, j->choices, j->n);
@@ -723,6 +781,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
     if (strcmp(method, "OPTIONS") == 0) {
         struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!r) return MHD_NO;
         MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
         MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
         MHD_add_response_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization");
@@ -753,13 +812,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                             "request body is larger than %zu bytes", srv->params.max_body_bytes);
         return send_error(srv, c, &e);
     }
+    /* counted before the check: loam_server_stop sets `stopping` and then waits for the count */
+    atomic_fetch_add(&srv->in_flight, 1);
     if (atomic_load(&srv->stopping)) {
+        atomic_fetch_sub(&srv->in_flight, 1);
         loam__oai_set_error(&e, 503, "server_error", "shutting_down", NULL,
                             "the server is shutting down");
         return send_error(srv, c, &e);
     }
-    return handle_generate(srv, c, route == R_CHAT ? LOAM__OAI_CHAT : LOAM__OAI_COMPLETION,
-                           ctx->body ? ctx->body : "", ctx->len);
+    bool streaming = false;
+    enum MHD_Result ret =
+        handle_generate(srv, c, route == R_CHAT ? LOAM__OAI_CHAT : LOAM__OAI_COMPLETION,
+                        ctx->body ? ctx->body : "", ctx->len, &streaming);
+    if (!streaming) atomic_fetch_sub(&srv->in_flight, 1);
+    return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -864,12 +930,15 @@ void loam_server_stop(loam_server *srv, double grace_seconds) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    loam_engine_cancel_all(srv->engine);
-    while (atomic_load(&srv->in_flight) > 0) {
+    /* cancel, again and again: a handler may submit after a cancel (see the top of the file);
+     * a stream whose client stopped reading can hold its count until the daemon closes it */
+    until = loam__now() + 5.0;
+    do {
+        loam_engine_cancel_all(srv->engine);
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
-    }
-    MHD_stop_daemon(srv->daemon);
+    } while (atomic_load(&srv->in_flight) > 0 && loam__now() < until);
+    MHD_stop_daemon(srv->daemon); /* shuts the sockets down: waiting handlers see the hang-up */
     srv->daemon = NULL;
 }
 

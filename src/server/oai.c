@@ -17,6 +17,8 @@
  *   stop                string or array of at most 4 non-empty strings
  *   n                   integer 1..16
  *   stream, logprobs    booleans; stream_options.include_usage boolean
+ *   ignore_eos          boolean, an extension that vLLM and llama.cpp's server also accept:
+ *                       keep generating past end-of-sequence tokens (for benchmarks)
  *   top_logprobs        integer 0..20 (needs logprobs)
  *   tools               array (chat); chat_template_kwargs object (chat)
  * Unknown fields are ignored (clients send many).
@@ -303,6 +305,7 @@ bool loam__oai_parse(loam__oai_kind kind, const char *body, size_t len, int32_t 
     if (!get_int(root, "n", 1, LOAM__OAI_MAX_N, &req->n, e)) goto fail;
     if (!get_bool(root, "stream", &req->stream, e)) goto fail;
     if (!get_bool(root, "logprobs", &req->logprobs, e)) goto fail;
+    if (!get_bool(root, "ignore_eos", &req->ignore_eos, e)) goto fail;
     if (!get_int(root, "top_logprobs", 0, 20, &req->top_logprobs, e)) goto fail;
     if (req->top_logprobs > 0 && !req->logprobs)
         BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");

@@ -39,6 +39,7 @@ typedef struct loam__oai_req {
     bool stream, include_usage;
     bool logprobs;
     int32_t top_logprobs; /* 0..20 */
+    bool ignore_eos;      /* extension (vLLM, llama.cpp): generate past end-of-sequence */
 } loam__oai_req;
 
 typedef struct loam__oai_error {

@@ -252,22 +252,84 @@ try {
 // ---- queue full: one slot, no queue -> 429 with Retry-After --------------------------------
 const q = await startServer(['--parallel', '1', '--max-queue', '0']);
 try {
-  // the first request holds the only slot for a while: end-of-sequence ids banned, many tokens
-  const first = post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 400, temperature: 1,
-                                                  logit_bias: { 257: -100, 258: -100 } });
-  await sleep(150);
+  // the first request holds the only slot until this test lets go of it: a stream that would
+  // run for thousands of tokens, read a little, then dropped (fast or slow machine alike)
+  const ac = new AbortController();
+  const first = await fetch(q.base + '/v1/completions', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, signal: ac.signal,
+    body: JSON.stringify({ prompt: 'The', max_tokens: 3000, temperature: 1, ignore_eos: true, stream: true }),
+  });
+  const fr = first.body.getReader();
+  await fr.read();
+  const qm = async () => Number((await (await fetch(q.base + '/metrics')).text()).match(/^loam_active_sequences (\d+)$/m)?.[1]);
+  check('first request running', first.status === 200 && (await qm()) === 1);
   const second = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
   check('queue full 429', isOpenAIError(second, 429) && second.headers.get('retry-after') !== null, second.text.slice(0, 200));
-  const f = await first;
-  check('first request unaffected', f.status === 200);
+  const more = await fr.read();
+  check('first request unaffected', !more.done && !new TextDecoder().decode(more.value).includes('"error"'));
+  ac.abort();
+  let active = -1;
+  for (let i = 0; i < 200 && active !== 0; i++) { await sleep(20); active = await qm(); }
   const third = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
-  check('slot free again', third.status === 200);
+  check('slot free again', active === 0 && third.status === 200, `active ${active} status ${third.status}`);
 } catch (e) {
-  check('queue server run', false, String(e.stack || e));
+  check('queue server run', false, String(e.stack || e) + (e.cause ? ' cause: ' + String(e.cause.stack || e.cause) : ''));
 }
 q.proc.kill('SIGINT');
 const qe = await q.exited;
 check('SIGINT exit 0', qe.code === 0, JSON.stringify(qe));
+
+// ---- shutdown with requests running and queued, grace 0 ------------------------------------
+// Two slots, a queue of one. Running: a long non-streamed request and a long stream; queued:
+// one more. A request for n=3 gets its first choice queued and the second refused: 429, and the
+// queued choice is withdrawn. Then SIGTERM with no grace: every unfinished request ends with an
+// error (503 shutting_down, or an error event in the stream), never a cut-short 200.
+const g = await startServer(['--parallel', '2', '--max-queue', '1', '--ctx', '16384', '--grace', '0']);
+try {
+  const long = { prompt: 'The', max_tokens: 16000, temperature: 1, ignore_eos: true };
+  const gm = async () => {
+    const t = await (await fetch(g.base + '/metrics')).text();
+    return { active: Number(t.match(/^loam_active_sequences (\d+)/m)?.[1]), queued: Number(t.match(/^loam_queue_depth (\d+)/m)?.[1]) };
+  };
+  const running = post(g.base, '/v1/completions', long);
+  const sres = await fetch(g.base + '/v1/completions', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ...long, stream: true }),
+  });
+  const sreader = sres.body.getReader();
+  const dec = new TextDecoder();
+  let stext = dec.decode((await sreader.read()).value ?? new Uint8Array(), { stream: true });
+  let m = await gm();
+  for (let i = 0; i < 100 && m.active < 2; i++) { await sleep(20); m = await gm(); }
+  check('shutdown: two running', m.active === 2 && m.queued === 0, JSON.stringify(m));
+  const partial = await post(g.base, '/v1/completions', { prompt: 'The', max_tokens: 5, n: 3 });
+  check('n=3 on a full queue: 429', isOpenAIError(partial, 429) && partial.headers.get('retry-after') === '1', partial.text.slice(0, 200));
+  m = await gm();
+  check('n=3 refused: its queued choice withdrawn', m.active === 2 && m.queued === 0, JSON.stringify(m));
+  const queued = post(g.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
+  for (let i = 0; i < 100 && m.queued < 1; i++) { await sleep(20); m = await gm(); }
+  check('shutdown: one queued', m.active === 2 && m.queued === 1, JSON.stringify(m));
+  g.proc.kill('SIGTERM');
+  const [ra, rq] = await Promise.all([running, queued]);
+  for (;;) {
+    const { done, value } = await sreader.read();
+    if (done) break;
+    stext += dec.decode(value, { stream: true });
+  }
+  check('shutdown: running request gets 503', isOpenAIError(ra, 503) && ra.json.error.code === 'shutting_down', `${ra.status} ${ra.text.slice(0, 200)}`);
+  check('shutdown: queued request gets 503', isOpenAIError(rq, 503) && rq.json.error.code === 'shutting_down', `${rq.status} ${rq.text.slice(0, 200)}`);
+  const evs = stext.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+  const errEv = evs.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d)).filter((e) => e.error);
+  check('shutdown: stream ends with an error event, then [DONE]', errEv.length === 1 && errEv[0].error.code === 'shutting_down' && evs[evs.length - 1] === '[DONE]',
+        stext.slice(-300));
+  check('shutdown: stream has no finish_reason', !/"finish_reason":"(stop|length)"/.test(stext));
+  const ge = await g.exited;
+  check('shutdown with grace 0: exit 0', ge.code === 0, JSON.stringify(ge));
+} catch (e) {
+  check('shutdown server run', false, String(e.stack || e));
+  g.proc.kill('SIGKILL');
+}
+for (const [name, srv] of [['main', s], ['queue', q], ['shutdown', g]])
+  check(`${name} server: no sanitizer report`, !/Sanitizer|runtime error/.test(srv.stderr()), srv.stderr().slice(0, 3000));
 
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
