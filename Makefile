@@ -42,6 +42,8 @@ ISA_neon   := -march=armv8.2-a+dotprod
 endif
 $(BUILD)/obj/src/cpu/avx2.o:   EXTRA_ISA = $(ISA_avx2)
 $(BUILD)/obj/src/cpu/avx512.o: EXTRA_ISA = $(ISA_avx512)
+$(BUILD)/obj/src/cpu/attention_avx2.o:   EXTRA_ISA = $(ISA_avx2)
+$(BUILD)/obj/src/cpu/attention_avx512.o: EXTRA_ISA = $(ISA_avx512)
 $(BUILD)/obj/src/cpu/neon.o:   EXTRA_ISA = $(ISA_neon)
 
 .PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench cuda install clean fmt deps run examples

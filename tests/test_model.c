@@ -13,12 +13,16 @@
  * - Error paths: unknown architecture, missing and mis-shaped tensors, unsupported quantization
  *   mode / rope / sliding window, context full, bad positions, sequences and tokens, adapter
  *   mismatch and unloading an adapter in use. A failed decode changes nothing.
+ * - The attention kernels (AVX-512, AVX2 where this CPU has them) against the portable one on
+ *   random paged caches: head_dim 64 and 128, GQA 1 to 8, 1 to 300 keys.
  * - Hugging Face transformers fixtures (tests/data/models/<case>/, tools/reference/README.md):
  *   every case and variant (base, mlx-lm adapter, PEFT adapter): logits at every position
  *   within TOL_REF (reference path) and TOL_FAST (fast path), and the 8 greedy tokens that
  *   continue the ids, decoded with the KV cache, equal transformers' full recomputes.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "../src/cpu/attention.h"
+#include "../src/cpu/kernels.h"
 #include "../src/loam_internal.h"
 #include "test.h"
 
@@ -1199,6 +1203,60 @@ static void test_info(void) {
     loam_model_close(m);
 }
 
+// ---- tests: attention kernels -------------------------------------------------------------------
+
+static void check_attend(loam__attend_fn fn, const char *name) {
+    enum { NB = 12, B = LOAM__KV_BLOCK, MAXK = NB * B };
+    static const int hds[] = {64, 128}, reps[] = {1, 2, 3, 4, 8}, nks[] = {1, 5, 16, 31, 32, 33,
+                                                                            100, 300, 384};
+    for (size_t hi = 0; hi < 2; hi++)
+        for (size_t ri = 0; ri < sizeof reps / sizeof reps[0]; ri++)
+            for (size_t ki = 0; ki < sizeof nks / sizeof nks[0]; ki++) {
+                int hd = hds[hi], rep = reps[ri], nk = nks[ki], n_kv = 2;
+                int64_t bs = (int64_t)n_kv * B * hd; /* block stride: 2 kv heads per block */
+                float *k = malloc((size_t)(NB * bs) * 4), *v = malloc((size_t)(NB * bs) * 4);
+                float *q = malloc((size_t)(rep * hd) * 4), *o1 = malloc((size_t)(rep * hd) * 4),
+                      *o2 = malloc((size_t)(rep * hd) * 4);
+                float *w1 = malloc((size_t)(rep * MAXK) * 4), *w2 = malloc((size_t)(rep * MAXK) * 4);
+                for (int64_t i = 0; i < NB * bs; i++) k[i] = frand(), v[i] = frand();
+                for (int i = 0; i < rep * hd; i++) q[i] = 2.0f * frand();
+                int32_t table[NB];
+                for (int b = 0; b < NB; b++) table[b] = (b * 7 + 3) % NB; /* scattered blocks */
+                loam__attn_task t = {.q = q, .out = o1, .k = k + (int64_t)B * hd, /* kv head 1 */
+                                     .v = v + (int64_t)B * hd, .table = table, .block_stride = bs,
+                                     .n_keys = nk, .n_rep = rep, .head_dim = hd,
+                                     .scale = 1.0f / sqrtf((float)hd), .w = w1, .w_stride = MAXK};
+                loam__attend_c(&t);
+                t.out = o2;
+                t.w = w2;
+                fn(&t);
+                double r = rel_l2(o2, o1, (size_t)(rep * hd));
+                if (!(r < 2e-6)) {
+                    fprintf(stderr, "  %s: hd %d rep %d keys %d: rel L2 %.3g\n", name, hd, rep, nk, r);
+                    CHECK(r < 2e-6);
+                }
+                free(k), free(v), free(q), free(o1), free(o2), free(w1), free(w2);
+            }
+}
+
+static void test_attention_kernels(void) {
+    int n = 0;
+    if (loam__cpu_kernels_named("avx512")) {
+        check_attend(loam__attend_avx512, "avx512");
+        n++;
+    }
+    if (loam__cpu_kernels_named("avx2")) {
+        check_attend(loam__attend_avx2, "avx2");
+        n++;
+    }
+    /* what the fast path picks: an ISA version for 64 / 128 when the CPU has one, never for the
+     * reference path, other head sizes or more than 64 query heads per KV head */
+    CHECK(loam__attend_pick(128, 4, true) == loam__attend_c);
+    CHECK(loam__attend_pick(96, 4, false) == loam__attend_c);
+    CHECK(loam__attend_pick(128, 65, false) == loam__attend_c);
+    CHECK((loam__attend_pick(128, 4, false) != loam__attend_c) == (n > 0 && strncmp(loam_cpu_kernels_name(), "avx", 3) == 0));
+}
+
 // ---- tests: Hugging Face transformers fixtures -------------------------------------------------
 
 static float *read_f32(const char *path, size_t n) {
@@ -1336,6 +1394,7 @@ static void run_tests(void) {
     TEST(test_kv_reuse);
     TEST(test_decode_errors);
     TEST(test_model_errors);
+    TEST(test_attention_kernels);
     TEST(test_fixtures);
     if (g_tmp[0]) rm_rf(g_tmp);
 }

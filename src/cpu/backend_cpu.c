@@ -3,23 +3,27 @@
  * Per session it owns the activations of n_batch rows and the KV storage of the paged pool:
  *   k_cache, v_cache  (n_layer, n_blocks, n_head_kv, LOAM__KV_BLOCK, head_dim) float32
  * so the keys of one (block, kv head) are contiguous: attention streams a sequence block by
- * block through its block table. KV is stored in float32: it is exact (the reference path needs
- * it), needs no conversion in this baseline-ISA file, and at decode lengths the bench measures
- * (tg128) it is under 1% of the bytes a step reads; f16 would halve that at the price of a
- * conversion per element.
+ * block through its block table. KV is stored in float32, measured against the alternative:
+ * it is exact (the reference path needs it); at the depths of the decode target (tg128) K and V
+ * are under 1% of the bytes a step reads; at depth 2048 they are 604 MB against 4.26 GB of
+ * weights, and the AVX-512 attention streams them at 26 GB/s (bench/bench_attention.c: 23 ms
+ * of a 141 ms step), so f16 would save about 11 ms there (8%) at the price of a conversion
+ * per element and a second storage path; not worth it before long contexts matter.
  *
  * Matmuls go through quant.h: loam__matmul (int8 activations, fastest kernel for this CPU,
  * threaded inside) or, for a reference session, loam__matmul_ref (float32 dequantize-and-dot).
  * All rows of the step go through each matmul together, so each weight byte is read once per
  * step; the LoRA term (lora.h) is then added per adapter group (rows are grouped by adapter),
- * followed by the Linear bias. Attention is one task per (row, kv head) over OpenMP threads:
- * the task scores its n_head/n_head_kv query heads against every key of the row's sequence up to
- * its position (causal), softmax in float32, and sums the values.
+ * followed by the Linear bias. Attention is one task per (row, kv head) over OpenMP threads
+ * (attention.h): the task scores its n_head/n_head_kv query heads against every key of the
+ * row's sequence up to its position (causal), softmax in float32, and sums the values; the
+ * AVX-512 / AVX2 versions run on the fast path, the portable one on the reference path.
  *
- * The vector loops (dot, axpy) are written with 16 independent lanes so that the compiler
- * vectorises them at -O2 without reassociating floating-point sums (no -ffast-math).
+ * The vector loop (axpy) is written with 16 independent lanes so that the compiler vectorises
+ * it at -O2 without reassociating floating-point sums (no -ffast-math).
  */
 #include "../backend.h"
+#include "attention.h"
 
 #include <math.h>
 #include <omp.h>
@@ -51,21 +55,11 @@ typedef struct cpu_state {
     void *mm_scratch;       /* loam__matmul scratch for n_batch rows of the widest input */
     float *lora_scratch;    /* (lora_cap) */
     int64_t lora_cap;
-    float *att_scratch;     /* (n_threads, n_rep * n_ctx) attention weights per task */
+    float *att_scratch;     /* (n_threads, n_rep, round_up(n_ctx, KV block)) attention weights */
+    loam__attend_fn attend; /* attention task: ISA version, or loam__attend_c (reference) */
 } cpu_state;
 
 // ---- vector helpers ---------------------------------------------------------------------------
-
-static float dot(const float *restrict a, const float *restrict b, int64_t n) {
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
-    float s = 0.0f;
-    for (int j = 0; j < 16; j++) s += acc[j];
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
 
 static void axpy(float *restrict y, float a, const float *restrict x, int64_t n) {
     int64_t i = 0;
@@ -89,6 +83,10 @@ static void rope(float *v, const float *cs, const float *sn, int32_t half) {
         v[i] = x1 * cs[i] - x2 * sn[i];
         v[i + half] = x2 * cs[i] + x1 * sn[i];
     }
+}
+
+static int64_t round_up_block(int64_t n) {
+    return (n + LOAM__KV_BLOCK - 1) / LOAM__KV_BLOCK * LOAM__KV_BLOCK;
 }
 
 // ---- session state ----------------------------------------------------------------------------
@@ -147,7 +145,7 @@ static loam_status cpu_session_new(void **out, const loam_model *m,
     size_t b_x = floats(nb, c->n_embd), b_xn = floats(nb, wide), b_q = floats(nb, cs->q_dim),
            b_kv = floats(nb, cs->kv_dim), b_ff = floats(nb, c->n_ff),
            b_rope = floats(nb, c->head_dim / 2), b_lora = floats(cs->lora_cap, 1),
-           b_att = floats((int64_t)sh->n_threads * n_rep, sh->n_ctx);
+           b_att = floats((int64_t)sh->n_threads * n_rep, round_up_block(sh->n_ctx));
     if (!kv_bytes || !b_x || !b_xn || !b_q || !b_kv || !b_ff || !b_rope || !b_lora || !b_att) {
         cpu_session_free(cs);
         return loam__fail(err, LOAM_E_NOMEM, "cpu backend: session buffers are too large");
@@ -176,6 +174,7 @@ static loam_status cpu_session_new(void **out, const loam_model *m,
                           "cpu backend: out of memory (KV cache %.1f MiB for %d blocks)",
                           (double)kv_bytes * 2.0 / 1048576.0, sh->n_blocks);
     }
+    cs->attend = loam__attend_pick(c->head_dim, (int32_t)n_rep, sh->reference);
     *out = cs;
     return LOAM_OK;
 }
@@ -251,46 +250,6 @@ static float *kv_at(const cpu_state *cs, float *cache, int32_t l, int32_t block,
     return cache + (i * LOAM__KV_BLOCK + (size_t)slot) * (size_t)c->head_dim;
 }
 
-/* Attention of row r, kv head h: its n_rep query heads over keys 0..pos of its sequence. */
-static void attend(cpu_state *cs, const loam__step *st, int32_t l, int32_t r, int32_t h,
-                   float *w) {
-    const loam__config *c = &cs->m->cfg;
-    int32_t hd = c->head_dim, n_rep = c->n_head / c->n_head_kv, n_keys = st->pos[r] + 1;
-    int64_t stride = cs->sh.n_ctx; /* floats between the weights of two query heads */
-    const int32_t *table = loam__kv_table(st->kv, st->seq[r]);
-    const float *q0 = cs->q + (int64_t)r * cs->q_dim + (int64_t)h * n_rep * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-
-    for (int32_t t0 = 0; t0 < n_keys; t0 += LOAM__KV_BLOCK) {
-        const float *kb = kv_at(cs, cs->k_cache, l, table[t0 / LOAM__KV_BLOCK], h, 0);
-        int32_t nt = n_keys - t0 < LOAM__KV_BLOCK ? n_keys - t0 : LOAM__KV_BLOCK;
-        for (int32_t t = 0; t < nt; t++)
-            for (int32_t j = 0; j < n_rep; j++)
-                w[j * stride + t0 + t] = dot(q0 + (int64_t)j * hd, kb + (int64_t)t * hd, hd) * scale;
-    }
-    for (int32_t j = 0; j < n_rep; j++) { /* softmax in float32 */
-        float *wj = w + j * stride, mx = wj[0], sum = 0.0f;
-        for (int32_t t = 1; t < n_keys; t++) mx = wj[t] > mx ? wj[t] : mx;
-        for (int32_t t = 0; t < n_keys; t++) {
-            wj[t] = expf(wj[t] - mx);
-            sum += wj[t];
-        }
-        float inv = 1.0f / sum;
-        for (int32_t t = 0; t < n_keys; t++) wj[t] *= inv;
-        memset(cs->att + (int64_t)r * cs->q_dim + ((int64_t)h * n_rep + j) * hd, 0,
-               (size_t)hd * sizeof(float));
-    }
-    for (int32_t t0 = 0; t0 < n_keys; t0 += LOAM__KV_BLOCK) {
-        const float *vb = kv_at(cs, cs->v_cache, l, table[t0 / LOAM__KV_BLOCK], h, 0);
-        int32_t nt = n_keys - t0 < LOAM__KV_BLOCK ? n_keys - t0 : LOAM__KV_BLOCK;
-        for (int32_t j = 0; j < n_rep; j++) {
-            float *o = cs->att + (int64_t)r * cs->q_dim + ((int64_t)h * n_rep + j) * hd;
-            const float *wj = w + j * stride + t0;
-            for (int32_t t = 0; t < nt; t++) axpy(o, wj[t], vb + (int64_t)t * hd, hd);
-        }
-    }
-}
-
 static void cpu_attention(void *p, const loam__step *st, int32_t l) {
     cpu_state *cs = p;
     const loam__config *c = &cs->m->cfg;
@@ -318,13 +277,30 @@ static void cpu_attention(void *p, const loam__step *st, int32_t l) {
                    cs->v + (int64_t)r * cs->kv_dim + (int64_t)h * hd, (size_t)hd * sizeof(float));
         }
     }
-    int32_t n_tasks = st->n_rows * c->n_head_kv;
-    int64_t per_thread = (int64_t)(c->n_head / c->n_head_kv) * cs->sh.n_ctx, work = 0;
+    int32_t n_tasks = st->n_rows * c->n_head_kv, n_rep = c->n_head / c->n_head_kv;
+    int64_t w_stride = round_up_block(cs->sh.n_ctx), per_thread = n_rep * w_stride, work = 0;
     for (int32_t r = 0; r < st->n_rows; r++) work += (int64_t)(st->pos[r] + 1) * cs->q_dim;
+    int64_t block_stride = (int64_t)c->n_head_kv * LOAM__KV_BLOCK * hd;
 #pragma omp parallel for num_threads(cs->sh.n_threads) schedule(dynamic, 1) if (work >= SMALL_WORK)
-    for (int32_t task = 0; task < n_tasks; task++)
-        attend(cs, st, l, task / c->n_head_kv, task % c->n_head_kv,
-               cs->att_scratch + (int64_t)omp_get_thread_num() * per_thread);
+    for (int32_t task = 0; task < n_tasks; task++) {
+        int32_t r = task / c->n_head_kv, h = task % c->n_head_kv;
+        int64_t head0 = ((int64_t)r * c->n_head + (int64_t)h * n_rep) * hd;
+        loam__attn_task at = {
+            .q = cs->q + head0,
+            .out = cs->att + head0,
+            .k = kv_at(cs, cs->k_cache, l, 0, h, 0),
+            .v = kv_at(cs, cs->v_cache, l, 0, h, 0),
+            .table = loam__kv_table(st->kv, st->seq[r]),
+            .block_stride = block_stride,
+            .n_keys = st->pos[r] + 1,
+            .n_rep = n_rep,
+            .head_dim = hd,
+            .scale = 1.0f / sqrtf((float)hd),
+            .w = cs->att_scratch + (int64_t)omp_get_thread_num() * per_thread,
+            .w_stride = w_stride,
+        };
+        cs->attend(&at);
+    }
 }
 
 static void add_rows(cpu_state *cs, int32_t n_rows, const float *y) {
