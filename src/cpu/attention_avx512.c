@@ -57,7 +57,7 @@ INLINE __m512 exp16(__m512 x) {
 }
 
 INLINE __mmask16 tail16(int64_t n) {
-    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+    return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
 }
 
 /* out_j = inv_j · Σ_t w_j[t] v_t for heads j0 .. j0+NH-1 */
