@@ -10,6 +10,7 @@
 
 #include "loam.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,8 +124,10 @@ static void tiny_add(loam_st_writer *w, tiny_buf *b, const char *name, int64_t r
     loam_st_writer_add(w, name, LOAM_DTYPE_F32, cols ? 2 : 1, cols ? shape : &shape[0], d, NULL);
 }
 
-/* Writes the model into dir (created) and an adapter into dir/adapter. Returns 0 on success. */
-static int tiny_model_write(const char *dir) {
+/* Writes the model into dir (created) and an adapter into dir/adapter. Returns 0 on success.
+ * With nan_norm, the final norm's weights are NaN, so every logit is NaN and every request
+ * fails at its first sampled token (the engine's error path, end to end). */
+static int tiny_model_write_ex(const char *dir, int nan_norm) {
     mkdir(dir, 0755);
     char path[1024];
     tiny_write_text(dir, "config.json",
@@ -140,6 +143,8 @@ static int tiny_model_write(const char *dir) {
     tiny_buf b = {{0}, 0};
     tiny_add(w, &b, "model.embed_tokens.weight", TINY_VOCAB, TINY_EMBD, 0, 1.0f);
     tiny_add(w, &b, "model.norm.weight", TINY_EMBD, 0, 1, 0.1f);
+    if (nan_norm)
+        for (int i = 0; i < TINY_EMBD; i++) b.p[b.n - 1][i] = (float)NAN;
     for (int l = 0; l < TINY_LAYERS; l++) {
         char nm[256];
 #define T(suffix, r, c, ctr, spr)                                                                  \
@@ -192,5 +197,7 @@ static int tiny_model_write(const char *dir) {
     for (int i = 0; i < b.n; i++) free(b.p[i]);
     return s == LOAM_OK ? 0 : -1;
 }
+
+static inline int tiny_model_write(const char *dir) { return tiny_model_write_ex(dir, 0); }
 
 #endif /* LOAM_TINY_MODEL_H */

@@ -562,7 +562,6 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
                             n_ids, srv->n_ctx);
         goto error;
     }
-    atomic_fetch_add(&srv->prompt_tokens_total, (unsigned long)(n_ids * (size_t)q->n));
 
     snprintf(j->id, sizeof j->id, "%s-%016llx", kind == LOAM__OAI_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)((uint64_t)time(NULL) * 2654435761u ^ (uint64_t)(uintptr_t)j));
@@ -643,6 +642,9 @@ static enum MHD_Result handle_generate(loam_server *srv, struct MHD_Connection *
         pthread_mutex_unlock(&j->mu);
         goto error;
     }
+    /* counted once every choice is in (a refused request processed no prompt) */
+    atomic_fetch_add(&srv->prompt_tokens_total,
+                     (unsigned long)((size_t)j->meta.prompt_tokens * (size_t)j->n));
 
     if (q->stream) {
         struct MHD_Response *r =

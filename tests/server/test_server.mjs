@@ -1,14 +1,16 @@
 // tests/server/test_server.mjs: end-to-end tests of `loam serve` over real HTTP on loopback,
 // with plain fetch() and with the official `openai` npm client (a client no one here wrote).
 //
-// usage: node test_server.mjs LOAM_BINARY MODEL_DIR ADAPTER_DIR OPENAI_PACKAGE_DIR
+// usage: node test_server.mjs LOAM_BINARY MODEL_DIR ADAPTER_DIR OPENAI_PACKAGE_DIR NAN_MODEL_DIR
+// (NAN_MODEL_DIR: `tiny-model DIR --nan`, whose every logit is NaN: generation always fails)
 // Prints one line per failed check and ends with "N passed, N failed".
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const [loam, modelDir, adapterDir, openaiDir] = process.argv.slice(2);
+const [loam, modelDir0, adapterDir, openaiDir, nanModelDir] = process.argv.slice(2);
+let modelDir = modelDir0;
 const OpenAI = (await import(pathToFileURL(path.join(openaiDir, 'index.mjs')).href)).default;
 
 let passed = 0, failed = 0;
@@ -262,9 +264,12 @@ try {
   const fr = first.body.getReader();
   await fr.read();
   const qm = async () => Number((await (await fetch(q.base + '/metrics')).text()).match(/^loam_active_sequences (\d+)$/m)?.[1]);
+  const promptTokens = async () => Number((await (await fetch(q.base + '/metrics')).text()).match(/^loam_prompt_tokens_total (\d+)$/m)?.[1]);
   check('first request running', first.status === 200 && (await qm()) === 1);
+  const pt0 = await promptTokens();
   const second = await post(q.base, '/v1/completions', { prompt: 'The', max_tokens: 5 });
   check('queue full 429', isOpenAIError(second, 429) && second.headers.get('retry-after') !== null, second.text.slice(0, 200));
+  check('a refused request adds no prompt tokens', (await promptTokens()) === pt0);
   const more = await fr.read();
   check('first request unaffected', !more.done && !new TextDecoder().decode(more.value).includes('"error"'));
   ac.abort();
@@ -328,7 +333,43 @@ try {
   check('shutdown server run', false, String(e.stack || e));
   g.proc.kill('SIGKILL');
 }
-for (const [name, srv] of [['main', s], ['queue', q], ['shutdown', g]])
+// ---- generation that fails: NaN logits ------------------------------------------------------
+// Every request fails at its first token. Non-streamed: 500 naming the failure; streamed (n=2):
+// one error event, then [DONE], and no finish chunk; the openai client raises it; no slot stays
+// taken.
+modelDir = nanModelDir;
+const f = await startServer(['--parallel', '2']);
+try {
+  const fa = await post(f.base, '/v1/chat/completions', chatBody({ model: 'base' }));
+  check('failure: 500', isOpenAIError(fa, 500) && /generation failed/.test(fa.json.error.message), `${fa.status} ${fa.text.slice(0, 200)}`);
+  const fs = await fetch(f.base + '/v1/completions', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ prompt: 'The', max_tokens: 5, n: 2, stream: true }),
+  });
+  const ftext = await fs.text();
+  const fev = ftext.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
+  const ferr = fev.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d)).filter((e) => e.error);
+  check('failure (stream, n=2): one error event, then [DONE]', fs.status === 200 && ferr.length === 1 &&
+        /generation failed/.test(ferr[0].error.message) && fev[fev.length - 1] === '[DONE]', ftext.slice(0, 300));
+  check('failure (stream): no finish_reason', !/"finish_reason":"(stop|length)"/.test(ftext));
+  const fc = new OpenAI({ apiKey: 'x', baseURL: f.base + '/v1', maxRetries: 0 });
+  try {
+    const st = await fc.chat.completions.create({ model: 'voice', messages: [{ role: 'user', content: 'x' }], max_tokens: 5, stream: true });
+    for await (const chunk of st) void chunk;
+    check('failure: openai client raises the stream error', false);
+  } catch (e) {
+    check('failure: openai client raises the stream error', /generation failed/.test(String(e.message)), String(e));
+  }
+  const fm = await (await fetch(f.base + '/metrics')).text();
+  check('failure: no slot left taken', /^loam_active_sequences 0$/m.test(fm) && /^loam_queue_depth 0$/m.test(fm));
+} catch (e) {
+  check('failure server run', false, String(e.stack || e));
+}
+f.proc.kill('SIGTERM');
+const fe = await f.exited;
+check('failure server: exit 0', fe.code === 0, JSON.stringify(fe));
+
+for (const [name, srv] of [['main', s], ['queue', q], ['shutdown', g], ['failure', f]])
   check(`${name} server: no sanitizer report`, !/Sanitizer|runtime error/.test(srv.stderr()), srv.stderr().slice(0, 3000));
 
 console.log(`${passed} passed, ${failed} failed`);

@@ -36,13 +36,14 @@ if ! make -j"$(nproc)" BUILD=build-tsan SAN="-fsanitize=thread" OPT="-O1 -g" \
     tail -n 40 "$work/build.log"; echo "0 passed, 1 failed"; exit 1
 fi
 pkg=$(tests/server/fetch-openai.sh) || { echo "0 passed, 1 failed"; exit 1; }
-build-tsan/tests/tiny-model "$work/tiny" || { echo "0 passed, 1 failed"; exit 1; }
+build-tsan/tests/tiny-model "$work/tiny" && build-tsan/tests/tiny-model "$work/nan" --nan \
+    || { echo "0 passed, 1 failed"; exit 1; }
 export OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 exitcode=66"
 
 timeout 300 build-tsan/tests/test_api >"$work/api.log" 2>&1
 tally "test_api (TSan)" "$work/api.log"
 timeout 300 node tests/server/test_server.mjs build-tsan/loam "$work/tiny" "$work/tiny/adapter" "$pkg" \
-    >"$work/server.log" 2>&1
+    "$work/nan" >"$work/server.log" 2>&1
 tally "test_server.mjs (TSan)" "$work/server.log"
 timeout 300 node tests/server/load.mjs --loam build-tsan/loam --model "$work/tiny" \
     --adapter "$work/tiny/adapter" --requests 200 --clients 32 --tokens 8,32 --threads 1 \
