@@ -992,8 +992,10 @@ LOAM_API loam_status loam_server_start(loam_server **out, loam_model *model,
                                        const loam_server_params *params, loam_err *err);
 /* The port actually bound. */
 LOAM_API int32_t loam_server_port(const loam_server *srv);
-/* Graceful shutdown: stops accepting, lets in-flight requests finish for grace_seconds, then
- * cancels the rest and stops. Call once, from any thread but the server's. */
+/* Graceful shutdown: stops accepting (new requests get 503), lets in-flight requests finish for
+ * grace_seconds, then cancels the rest: each of those gets 503 "shutting_down" (or, streamed,
+ * an error event and [DONE]) rather than a cut-short answer; then stops. Call once, from any
+ * thread but the server's. */
 LOAM_API void loam_server_stop(loam_server *srv, double grace_seconds);
 /* Stops (if needed) and frees. NULL is a no-op. */
 LOAM_API void loam_server_free(loam_server *srv);
