@@ -52,12 +52,14 @@ static void count_numbers(const cJSON *v, const uint8_t *is_float, size_t n_tok,
                           size_t *n_fl, const cJSON **out) {
     if (cJSON_IsNumber(v)) {
         if (*n_num < n_tok && is_float[*n_num]) {
-            if (out) out[*n_fl] = v;
+            if (out)
+                out[*n_fl] = v;
             (*n_fl)++;
         }
         (*n_num)++;
     }
-    for (const cJSON *c = v->child; c; c = c->next) count_numbers(c, is_float, n_tok, n_num, n_fl, out);
+    for (const cJSON *c = v->child; c; c = c->next)
+        count_numbers(c, is_float, n_tok, n_num, n_fl, out);
 }
 
 loam_status loam__json_number_kinds(const char *text, size_t len, const cJSON *root,
@@ -71,18 +73,22 @@ loam_status loam__json_number_kinds(const char *text, size_t len, const cJSON *r
         char c = text[i];
         if (c == '"') { /* skip a string */
             for (i++; i < len && text[i] != '"'; i++)
-                if (text[i] == '\\') i++;
+                if (text[i] == '\\')
+                    i++;
             continue;
         }
-        if (c != '-' && (c < '0' || c > '9')) continue;
+        if (c != '-' && (c < '0' || c > '9'))
+            continue;
         int fl = 0;
         for (; i < len && strchr("+-0123456789.eE", text[i]); i++)
-            if (text[i] == '.' || text[i] == 'e' || text[i] == 'E') fl = 1;
+            if (text[i] == '.' || text[i] == 'e' || text[i] == 'E')
+                fl = 1;
         i--;
         if (n_tok == cap) {
             cap = cap ? cap * 2 : 64;
             uint8_t *g = loam__realloc(is_float, cap);
-            if (!g) goto nomem;
+            if (!g)
+                goto nomem;
             is_float = g;
         }
         is_float[n_tok++] = (uint8_t)fl;
@@ -97,7 +103,8 @@ loam_status loam__json_number_kinds(const char *text, size_t len, const cJSON *r
     }
     if (n_fl) {
         k->floats = loam__malloc(n_fl * sizeof *k->floats);
-        if (!k->floats) goto nomem;
+        if (!k->floats)
+            goto nomem;
         n_num = 0;
         count_numbers(root, is_float, n_tok, &n_num, &k->n, k->floats);
     }
@@ -109,7 +116,8 @@ nomem:
 }
 
 void loam__numkinds_free(loam__numkinds *k) {
-    if (!k) return;
+    if (!k)
+        return;
     loam__free((void *)k->floats);
     k->floats = NULL;
     k->n = 0;
@@ -122,10 +130,12 @@ typedef struct {
 } sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
+    if (b->oom)
+        return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         char *g = loam__realloc(b->s, cap);
         if (!g) {
             b->oom = 1;
@@ -138,9 +148,12 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     b->n += n;
     b->s[b->n] = '\0';
 }
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_puts(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 static void sb_indent(sbuf *b, int depth) {
-    for (int i = 0; i < depth; i++) sb_put(b, "    ", 4);
+    for (int i = 0; i < depth; i++)
+        sb_put(b, "    ", 4);
 }
 
 /* json.dumps(str, ensure_ascii=True) */
@@ -163,19 +176,35 @@ static void py_string(sbuf *b, const char *s) {
         }
         p += len;
         switch (c) {
-        case '"': sb_puts(b, "\\\""); continue;
-        case '\\': sb_puts(b, "\\\\"); continue;
-        case '\n': sb_puts(b, "\\n"); continue;
-        case '\r': sb_puts(b, "\\r"); continue;
-        case '\t': sb_puts(b, "\\t"); continue;
-        case '\b': sb_puts(b, "\\b"); continue;
-        case '\f': sb_puts(b, "\\f"); continue;
-        default: break;
+        case '"':
+            sb_puts(b, "\\\"");
+            continue;
+        case '\\':
+            sb_puts(b, "\\\\");
+            continue;
+        case '\n':
+            sb_puts(b, "\\n");
+            continue;
+        case '\r':
+            sb_puts(b, "\\r");
+            continue;
+        case '\t':
+            sb_puts(b, "\\t");
+            continue;
+        case '\b':
+            sb_puts(b, "\\b");
+            continue;
+        case '\f':
+            sb_puts(b, "\\f");
+            continue;
+        default:
+            break;
         }
         if (c < 0x20 || (c > 0x7e && c != 0x7f)) {
             if (c >= 0x10000) {
                 uint32_t v = c - 0x10000;
-                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xd800u + (v >> 10), 0xdc00u + (v & 0x3ffu));
+                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xd800u + (v >> 10),
+                         0xdc00u + (v & 0x3ffu));
             } else {
                 snprintf(tmp, sizeof tmp, "\\u%04x", c);
             }
@@ -199,7 +228,8 @@ static void py_float(sbuf *b, double v) {
     int prec = 0;
     for (; prec < 17; prec++) {
         snprintf(digits, sizeof digits, "%.*e", prec, v);
-        if (strtod(digits, NULL) == v) break;
+        if (strtod(digits, NULL) == v)
+            break;
     }
     /* digits = [-]d.ddde[+-]XX */
     char *e = strchr(digits, 'e');
@@ -209,22 +239,28 @@ static void py_float(sbuf *b, double v) {
     size_t nm = 0;
     int neg = digits[0] == '-';
     for (char *c = digits + neg; *c; c++)
-        if (*c != '.') mant[nm++] = *c;
+        if (*c != '.')
+            mant[nm++] = *c;
     mant[nm] = '\0';
     size_t o = 0;
-    if (neg) out[o++] = '-';
+    if (neg)
+        out[o++] = '-';
     if (exp10 >= -4 && exp10 < 16) {
         if (exp10 < 0) {
             out[o++] = '0';
             out[o++] = '.';
-            for (int z = 0; z < -exp10 - 1; z++) out[o++] = '0';
-            for (size_t i = 0; i < nm; i++) out[o++] = mant[i];
+            for (int z = 0; z < -exp10 - 1; z++)
+                out[o++] = '0';
+            for (size_t i = 0; i < nm; i++)
+                out[o++] = mant[i];
         } else {
             size_t int_digits = (size_t)exp10 + 1;
-            for (size_t i = 0; i < int_digits; i++) out[o++] = i < nm ? mant[i] : '0';
+            for (size_t i = 0; i < int_digits; i++)
+                out[o++] = i < nm ? mant[i] : '0';
             out[o++] = '.';
             if (nm > int_digits)
-                for (size_t i = int_digits; i < nm; i++) out[o++] = mant[i];
+                for (size_t i = int_digits; i < nm; i++)
+                    out[o++] = mant[i];
             else
                 out[o++] = '0';
         }
@@ -233,7 +269,8 @@ static void py_float(sbuf *b, double v) {
         out[o++] = mant[0];
         if (nm > 1) {
             out[o++] = '.';
-            for (size_t i = 1; i < nm; i++) out[o++] = mant[i];
+            for (size_t i = 1; i < nm; i++)
+                out[o++] = mant[i];
         }
         snprintf(out + o, sizeof out - o, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
     }
@@ -241,9 +278,11 @@ static void py_float(sbuf *b, double v) {
 }
 
 static int is_float_node(const cJSON *v, const loam__numkinds *k) {
-    if (!k) return 0;
+    if (!k)
+        return 0;
     for (size_t i = 0; i < k->n; i++)
-        if (k->floats[i] == v) return 1;
+        if (k->floats[i] == v)
+            return 1;
     return 0;
 }
 
@@ -253,10 +292,14 @@ static int key_cmp(const void *a, const void *b) {
 
 static void py_value(sbuf *b, const cJSON *v, int depth, int sort, const loam__numkinds *k) {
     char tmp[64];
-    if (cJSON_IsNull(v)) sb_puts(b, "null");
-    else if (cJSON_IsTrue(v)) sb_puts(b, "true");
-    else if (cJSON_IsFalse(v)) sb_puts(b, "false");
-    else if (cJSON_IsString(v)) py_string(b, v->valuestring);
+    if (cJSON_IsNull(v))
+        sb_puts(b, "null");
+    else if (cJSON_IsTrue(v))
+        sb_puts(b, "true");
+    else if (cJSON_IsFalse(v))
+        sb_puts(b, "false");
+    else if (cJSON_IsString(v))
+        py_string(b, v->valuestring);
     else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
         if (!is_float_node(v, k) && d == floor(d) && fabs(d) < 9.2e18) {
@@ -268,7 +311,8 @@ static void py_value(sbuf *b, const cJSON *v, int depth, int sort, const loam__n
     } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
         int obj = cJSON_IsObject(v);
         size_t n = 0;
-        for (const cJSON *c = v->child; c; c = c->next) n++;
+        for (const cJSON *c = v->child; c; c = c->next)
+            n++;
         if (n == 0) {
             sb_puts(b, obj ? "{}" : "[]");
             return;
@@ -279,8 +323,10 @@ static void py_value(sbuf *b, const cJSON *v, int depth, int sort, const loam__n
             return;
         }
         n = 0;
-        for (const cJSON *c = v->child; c; c = c->next) items[n++] = c;
-        if (obj && sort) qsort(items, n, sizeof *items, key_cmp);
+        for (const cJSON *c = v->child; c; c = c->next)
+            items[n++] = c;
+        if (obj && sort)
+            qsort(items, n, sizeof *items, key_cmp);
         sb_puts(b, obj ? "{\n" : "[\n");
         for (size_t i = 0; i < n; i++) {
             sb_indent(b, depth + 1);
@@ -312,7 +358,8 @@ char *loam__json_dump_py(const cJSON *v, int sort_top, const loam__numkinds *kin
 static char *path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), n = strlen(name);
     char *p = loam__malloc(a + n + 2);
-    if (!p) return NULL;
+    if (!p)
+        return NULL;
     memcpy(p, dir, a);
     p[a] = '/';
     memcpy(p + a + 1, name, n + 1);
@@ -323,7 +370,8 @@ loam_status loam__copy_file(const char *src, const char *dst, loam_err *err) {
     char *data = NULL;
     size_t len = 0;
     loam_status s = loam__read_file(src, &data, &len, err);
-    if (s != LOAM_OK) return s;
+    if (s != LOAM_OK)
+        return s;
     s = loam__write_file_atomic(dst, data, len, err);
     loam__free(data);
     return s;
@@ -331,17 +379,21 @@ loam_status loam__copy_file(const char *src, const char *dst, loam_err *err) {
 
 /* Creates dir, or accepts an existing empty directory. */
 static loam_status make_empty_dir(const char *dir, loam_err *err) {
-    if (mkdir(dir, 0755) == 0) return LOAM_OK;
+    if (mkdir(dir, 0755) == 0)
+        return LOAM_OK;
     if (errno != EEXIST)
         return loam__fail(err, LOAM_E_IO, "%s: cannot create directory: %s", dir, strerror(errno));
     DIR *d = opendir(dir);
-    if (!d) return loam__fail(err, LOAM_E_INVAL, "%s: exists and is not a directory", dir);
+    if (!d)
+        return loam__fail(err, LOAM_E_INVAL, "%s: exists and is not a directory", dir);
     struct dirent *e;
     int empty = 1;
     while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) empty = 0;
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            empty = 0;
     closedir(d);
-    if (!empty) return loam__fail(err, LOAM_E_INVAL, "%s: exists and is not empty", dir);
+    if (!empty)
+        return loam__fail(err, LOAM_E_INVAL, "%s: exists and is not empty", dir);
     return LOAM_OK;
 }
 
@@ -357,7 +409,8 @@ typedef struct {
 static loam_status wrapped_fill(void *user, void *dst, uint64_t n_bytes, loam_err *err) {
     fill_wrap *w = (fill_wrap *)user;
     loam_status s = w->t->fill(w->t->user, dst, n_bytes, err);
-    if (s != LOAM_OK) return s;
+    if (s != LOAM_OK)
+        return s;
     *w->done += n_bytes;
     if (w->progress && !w->progress(w->user, *w->done, w->total))
         return loam__fail(err, LOAM_E_CANCELLED, "cancelled");
@@ -373,8 +426,10 @@ loam_status loam__write_mlx_dir(const char *dir, const loam__out_tensor *t, size
                                 const char *format, uint64_t max_shard_bytes,
                                 loam_progress_fn progress, void *user, loam_err *err) {
     loam_status s = make_empty_dir(dir, err);
-    if (s != LOAM_OK) return s;
-    if (n == 0) return loam__fail(err, LOAM_E_INVAL, "%s: no tensors to write", dir);
+    if (s != LOAM_OK)
+        return s;
+    if (n == 0)
+        return loam__fail(err, LOAM_E_INVAL, "%s: no tensors to write", dir);
     size_t *shard_of = loam__calloc(n, sizeof *shard_of);
     fill_wrap *wraps = loam__calloc(n, sizeof *wraps);
     const char **sorted = loam__calloc(n, sizeof *sorted);
@@ -409,38 +464,49 @@ loam_status loam__write_mlx_dir(const char *dir, const loam__out_tensor *t, size
         goto fail;
     }
     for (size_t sh = 0; sh < n_shards; sh++) {
-        if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
-        else snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", sh + 1, n_shards);
+        if (n_shards == 1)
+            snprintf(fname, sizeof fname, "model.safetensors");
+        else
+            snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", sh + 1, n_shards);
         s = loam_st_writer_new(&w, err);
-        if (s != LOAM_OK) goto fail;
+        if (s != LOAM_OK)
+            goto fail;
         s = loam_st_writer_set_metadata(w, "format", format, err);
         for (size_t i = 0; s == LOAM_OK && i < n; i++) {
-            if (shard_of[i] != sh) continue;
+            if (shard_of[i] != sh)
+                continue;
             wraps[i] = (fill_wrap){&t[i], &done, total, progress, user};
             s = loam_st_writer_add_lazy(w, t[i].name, t[i].dtype, t[i].n_dims, t[i].shape,
                                         wrapped_fill, &wraps[i], err);
         }
-        if (s != LOAM_OK) goto fail;
+        if (s != LOAM_OK)
+            goto fail;
         path = path_join(dir, fname);
         if (!path) {
             s = loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", dir);
             goto fail;
         }
         s = loam_st_writer_write(w, path, err);
-        if (s != LOAM_OK) goto fail;
+        if (s != LOAM_OK)
+            goto fail;
         loam__free(path);
         path = NULL;
         loam_st_writer_free(w);
         w = NULL;
     }
     /* index: weight_map sorted by name */
-    for (size_t i = 0; i < n; i++) sorted[i] = t[i].name;
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = t[i].name;
     qsort(sorted, n, sizeof *sorted, name_cmp);
     for (size_t j = 0; j < n; j++) {
         size_t i = 0;
-        while (t[i].name != sorted[j]) i++;
-        if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
-        else snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", shard_of[i] + 1, n_shards);
+        while (t[i].name != sorted[j])
+            i++;
+        if (n_shards == 1)
+            snprintf(fname, sizeof fname, "model.safetensors");
+        else
+            snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", shard_of[i] + 1,
+                     n_shards);
         if (!cJSON_AddStringToObject(wmap, t[i].name, fname)) {
             s = loam__fail(err, LOAM_E_NOMEM, "%s: out of memory", dir);
             goto fail;
@@ -453,7 +519,8 @@ loam_status loam__write_mlx_dir(const char *dir, const loam__out_tensor *t, size
         goto fail;
     }
     s = loam__write_file_atomic(path, text, strlen(text), err);
-    if (s != LOAM_OK) goto fail;
+    if (s != LOAM_OK)
+        goto fail;
     loam__free(text);
     loam__free(path);
     text = loam__json_dump_py(config, 1, kinds);
@@ -511,8 +578,10 @@ static int is_float(loam_dtype t) {
 /* Source element i as float32 after the cast to `to` (what MLX quantizes). */
 static inline float cast_elem(const loam_tensor *src, size_t i, loam_dtype to) {
     float v = loam__load_float(src->data, src->dtype, i);
-    if (to == LOAM_DTYPE_BF16) return loam__bf16_to_f32(loam__f32_to_bf16(v));
-    if (to == LOAM_DTYPE_F16) return loam__f16_to_f32(loam__f32_to_f16(v));
+    if (to == LOAM_DTYPE_BF16)
+        return loam__bf16_to_f32(loam__f32_to_bf16(v));
+    if (to == LOAM_DTYPE_F16)
+        return loam__f16_to_f32(loam__f32_to_f16(v));
     return v;
 }
 
@@ -529,7 +598,8 @@ static loam_status quantize_tensor(const job *j, uint8_t *wq, loam_err *err) {
         c->scales = loam__malloc(sb);
         c->biases = loam__malloc(sb);
         c->cap = c->scales && c->biases ? sb : 0;
-        if (!c->cap) return loam__fail(err, LOAM_E_NOMEM, "out of memory (%zu bytes)", 2 * sb);
+        if (!c->cap)
+            return loam__fail(err, LOAM_E_NOMEM, "out of memory (%zu bytes)", 2 * sb);
     }
     c->key = NULL;
     const size_t row_bytes = (size_t)k * (size_t)f.bits / 8u, srow = sb / (size_t)n;
@@ -548,12 +618,14 @@ static loam_status quantize_tensor(const job *j, uint8_t *wq, loam_err *err) {
         float *row = rows + (size_t)t * (size_t)k;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < n; r++) {
-            for (int64_t i = 0; i < k; i++) row[i] = cast_elem(src, (size_t)(r * k + i), j->dtype);
+            for (int64_t i = 0; i < k; i++)
+                row[i] = cast_elem(src, (size_t)(r * k + i), j->dtype);
             uint8_t *dst = wq ? wq + (size_t)r * row_bytes : tmp + (size_t)t * row_bytes;
             if (loam_quantize(row, 1, k, f, dst, c->scales + (size_t)r * srow,
                               c->biases + (size_t)r * srow, NULL) != LOAM_OK) {
 #pragma omp critical
-                if (bad_row < 0 || r < bad_row) bad_row = r;
+                if (bad_row < 0 || r < bad_row)
+                    bad_row = r;
             }
         }
     }
@@ -578,11 +650,13 @@ static loam_status fill_out(void *user, void *dst, uint64_t n_bytes, loam_err *e
             loam__store_float(dst, j->dtype, (size_t)i, cast_elem(&j->src, (size_t)i, j->dtype));
         return LOAM_OK;
     }
-    case OUT_QWEIGHT: return quantize_tensor(j, (uint8_t *)dst, err);
+    case OUT_QWEIGHT:
+        return quantize_tensor(j, (uint8_t *)dst, err);
     default: {
         if (j->cache->key != j->src.data) { /* filled out of order: quantize again */
             loam_status s = quantize_tensor(j, NULL, err);
-            if (s != LOAM_OK) return s;
+            if (s != LOAM_OK)
+                return s;
         }
         memcpy(dst, j->kind == OUT_QSCALES ? j->cache->scales : j->cache->biases, (size_t)n_bytes);
         return LOAM_OK;
@@ -591,10 +665,14 @@ static loam_status fill_out(void *user, void *dst, uint64_t n_bytes, loam_err *e
 }
 
 static loam_dtype dtype_from_name(const char *s) {
-    if (!s) return LOAM_DTYPE_INVALID;
-    if (strcmp(s, "bfloat16") == 0) return LOAM_DTYPE_BF16;
-    if (strcmp(s, "float16") == 0) return LOAM_DTYPE_F16;
-    if (strcmp(s, "float32") == 0) return LOAM_DTYPE_F32;
+    if (!s)
+        return LOAM_DTYPE_INVALID;
+    if (strcmp(s, "bfloat16") == 0)
+        return LOAM_DTYPE_BF16;
+    if (strcmp(s, "float16") == 0)
+        return LOAM_DTYPE_F16;
+    if (strcmp(s, "float32") == 0)
+        return LOAM_DTYPE_F32;
     return LOAM_DTYPE_INVALID;
 }
 
@@ -608,19 +686,26 @@ static int natural_cmp(const char *a, const char *b) {
     while (*a && *b) {
         if (*a >= '0' && *a <= '9' && *b >= '0' && *b <= '9') {
             const char *ea = a, *eb = b;
-            while (*ea == '0') ea++;
-            while (*eb == '0') eb++;
+            while (*ea == '0')
+                ea++;
+            while (*eb == '0')
+                eb++;
             size_t la = 0, lb = 0;
-            while (ea[la] >= '0' && ea[la] <= '9') la++;
-            while (eb[lb] >= '0' && eb[lb] <= '9') lb++;
-            if (la != lb) return la < lb ? -1 : 1;
+            while (ea[la] >= '0' && ea[la] <= '9')
+                la++;
+            while (eb[lb] >= '0' && eb[lb] <= '9')
+                lb++;
+            if (la != lb)
+                return la < lb ? -1 : 1;
             int c = memcmp(ea, eb, la);
-            if (c) return c;
+            if (c)
+                return c;
             a = ea + la;
             b = eb + lb;
             continue;
         }
-        if (*a != *b) return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+        if (*a != *b)
+            return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
         a++;
         b++;
     }
@@ -638,26 +723,35 @@ static int ends_with(const char *s, const char *suffix) {
 
 /* Files copied next to the weights: tokenizer, chat template, generation config, code. */
 static int copied_file(const char *name) {
-    static const char *const exact[] = {"generation_config.json", "special_tokens_map.json",
-                                        "vocab.json", "merges.txt", "added_tokens.json",
-                                        "vocab.txt", "tokenizer.model"};
+    static const char *const exact[] = {"generation_config.json",
+                                        "special_tokens_map.json",
+                                        "vocab.json",
+                                        "merges.txt",
+                                        "added_tokens.json",
+                                        "vocab.txt",
+                                        "tokenizer.model"};
     for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
-        if (strcmp(name, exact[i]) == 0) return 1;
+        if (strcmp(name, exact[i]) == 0)
+            return 1;
     return strncmp(name, "tokenizer", 9) == 0 || strncmp(name, "chat_template", 13) == 0 ||
            ends_with(name, ".py") || ends_with(name, ".tiktoken") || ends_with(name, ".jinja");
 }
 
 static loam_status copy_side_files(const char *src, const char *dst, loam_err *err) {
     DIR *d = opendir(src);
-    if (!d) return loam__fail(err, LOAM_E_IO, "%s: cannot list: %s", src, strerror(errno));
+    if (!d)
+        return loam__fail(err, LOAM_E_IO, "%s: cannot list: %s", src, strerror(errno));
     loam_status s = LOAM_OK;
     struct dirent *e;
     while (s == LOAM_OK && (e = readdir(d)) != NULL) {
-        if (!copied_file(e->d_name) || strcmp(e->d_name, "config.json") == 0) continue;
+        if (!copied_file(e->d_name) || strcmp(e->d_name, "config.json") == 0)
+            continue;
         char *from = path_join(src, e->d_name), *to = path_join(dst, e->d_name);
         struct stat st;
-        if (!from || !to) s = loam__fail(err, LOAM_E_NOMEM, "out of memory");
-        else if (stat(from, &st) == 0 && S_ISREG(st.st_mode)) s = loam__copy_file(from, to, err);
+        if (!from || !to)
+            s = loam__fail(err, LOAM_E_NOMEM, "out of memory");
+        else if (stat(from, &st) == 0 && S_ISREG(st.st_mode))
+            s = loam__copy_file(from, to, err);
         loam__free(from);
         loam__free(to);
     }
@@ -669,7 +763,8 @@ static loam_status copy_side_files(const char *src, const char *dst, loam_err *e
 static cJSON *quant_dict(int32_t bits, int32_t group_size) {
     cJSON *q = cJSON_CreateObject();
     if (!q || !cJSON_AddNumberToObject(q, "group_size", group_size) ||
-        !cJSON_AddNumberToObject(q, "bits", bits) || !cJSON_AddStringToObject(q, "mode", "affine")) {
+        !cJSON_AddNumberToObject(q, "bits", bits) ||
+        !cJSON_AddStringToObject(q, "mode", "affine")) {
         cJSON_Delete(q);
         return NULL;
     }
@@ -681,11 +776,14 @@ loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
     loam_convert_params p = params ? *params : loam_convert_params_default();
     loam_qformat fmt = {p.bits, p.group_size, LOAM_DTYPE_BF16};
     loam_status s = loam_qformat_check(fmt, p.group_size, err);
-    if (s != LOAM_OK) return s;
-    if (!src_dir || !dst_dir) return loam__fail(err, LOAM_E_INVAL, "quantize: NULL directory");
+    if (s != LOAM_OK)
+        return s;
+    if (!src_dir || !dst_dir)
+        return loam__fail(err, LOAM_E_INVAL, "quantize: NULL directory");
     if (p.dtype != LOAM_DTYPE_INVALID && !is_float(p.dtype))
         return loam__fail(err, LOAM_E_INVAL, "quantize: dtype must be F32, F16 or BF16");
-    if (p.max_shard_bytes == 0) p.max_shard_bytes = (uint64_t)5 << 30;
+    if (p.max_shard_bytes == 0)
+        p.max_shard_bytes = (uint64_t)5 << 30;
 
     loam_modeldir *md = NULL;
     cJSON *config = NULL;
@@ -695,16 +793,19 @@ loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
     loam__out_tensor *out = NULL;
     qcache cache = {0};
     s = loam_modeldir_open(&md, src_dir, err);
-    if (s != LOAM_OK) return s;
+    if (s != LOAM_OK)
+        return s;
     const char *ctext = loam_modeldir_config_text(md);
     if (!ctext) {
         s = loam__fail(err, LOAM_E_FORMAT, "%s: no config.json", src_dir);
         goto done;
     }
     s = loam__json_parse(ctext, strlen(ctext), "config.json", &config, err);
-    if (s != LOAM_OK) goto done;
+    if (s != LOAM_OK)
+        goto done;
     s = loam__json_number_kinds(ctext, strlen(ctext), config, &kinds, err);
-    if (s != LOAM_OK) goto done;
+    if (s != LOAM_OK)
+        goto done;
     if (cJSON_GetObjectItemCaseSensitive(config, "quantization")) {
         s = loam__fail(err, LOAM_E_UNSUPPORTED, "%s: config.json: the model is already quantized",
                        src_dir);
@@ -712,11 +813,15 @@ loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
     }
     /* 1. dtype */
     loam_dtype dt = p.dtype;
-    if (dt == LOAM_DTYPE_INVALID) dt = dtype_from_name(json_str(config, "torch_dtype"));
-    if (dt == LOAM_DTYPE_INVALID) dt = dtype_from_name(json_str(config, "dtype"));
     if (dt == LOAM_DTYPE_INVALID)
-        dt = dtype_from_name(json_str(cJSON_GetObjectItemCaseSensitive(config, "text_config"), "dtype"));
-    if (dt == LOAM_DTYPE_INVALID) dt = LOAM_DTYPE_BF16;
+        dt = dtype_from_name(json_str(config, "torch_dtype"));
+    if (dt == LOAM_DTYPE_INVALID)
+        dt = dtype_from_name(json_str(config, "dtype"));
+    if (dt == LOAM_DTYPE_INVALID)
+        dt = dtype_from_name(
+            json_str(cJSON_GetObjectItemCaseSensitive(config, "text_config"), "dtype"));
+    if (dt == LOAM_DTYPE_INVALID)
+        dt = LOAM_DTYPE_BF16;
     fmt.scale_dtype = dt;
     int tied = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(config, "tie_word_embeddings"));
 
@@ -732,12 +837,16 @@ loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
     for (size_t i = 0; i < n_src; i++) {
         loam_tensor t;
         s = loam_modeldir_tensor(md, i, &t, NULL);
-        if (s != LOAM_OK) goto done;
-        if ((tied && strcmp(t.name, "lm_head.weight") == 0) || strstr(t.name, "rotary_emb.inv_freq"))
+        if (s != LOAM_OK)
+            goto done;
+        if ((tied && strcmp(t.name, "lm_head.weight") == 0) ||
+            strstr(t.name, "rotary_emb.inv_freq"))
             continue;
         if (t.dtype == LOAM_DTYPE_U32 && ends_with(t.name, ".weight")) {
-            s = loam__fail(err, LOAM_E_UNSUPPORTED, "%s: tensor '%s' is U32: the model looks "
-                           "quantized already", src_dir, t.name);
+            s = loam__fail(err, LOAM_E_UNSUPPORTED,
+                           "%s: tensor '%s' is U32: the model looks "
+                           "quantized already",
+                           src_dir, t.name);
             goto done;
         }
         src[n_keep++] = t;
@@ -775,11 +884,17 @@ loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
         snprintf(base, sizeof base, "%.*s", (int)(nlen - 7), t->name); /* without ".weight" */
         for (int part = 0; part < 3; part++) {
             job *j = &jobs[n_out];
-            *j = (job){part == 0 ? OUT_QWEIGHT : part == 1 ? OUT_QSCALES : OUT_QBIASES, *t, dt, fmt,
-                       p.n_threads, &cache};
+            *j = (job){part == 0 ? OUT_QWEIGHT : part == 1 ? OUT_QSCALES : OUT_QBIASES,
+                       *t,
+                       dt,
+                       fmt,
+                       p.n_threads,
+                       &cache};
             loam__out_tensor *o = &out[n_out++];
             snprintf(o->name, sizeof o->name, "%.240s.%s", base,
-                     part == 0 ? "weight" : part == 1 ? "scales" : "biases");
+                     part == 0   ? "weight"
+                     : part == 1 ? "scales"
+                                 : "biases");
             o->n_dims = 2;
             o->shape[0] = n;
             if (part == 0) {
@@ -817,7 +932,8 @@ loam_status loam_convert_quantize(const char *src_dir, const char *dst_dir,
     /* 5. shards, index, config; 6. side files */
     s = loam__write_mlx_dir(dst_dir, out, n_out, config, &kinds, "mlx", p.max_shard_bytes,
                             p.progress, p.progress_user, err);
-    if (s == LOAM_OK) s = copy_side_files(src_dir, dst_dir, err);
+    if (s == LOAM_OK)
+        s = copy_side_files(src_dir, dst_dir, err);
 done:
     loam__free(cache.scales);
     loam__free(cache.biases);

@@ -47,10 +47,10 @@ char *loam__json_dump_py(const cJSON *v, int sort_top, const loam__numkinds *kin
 /* Writes dir (created; an existing dir must be empty): the tensors, in the given order, into
  * shards (a new shard when the next tensor would take the current one past max_shard_bytes),
  * named model.safetensors when one shard else model-0000i-of-0000n.safetensors, each with
- * metadata {"format": format} ("mlx"; "pt" as Hugging Face writes); model.safetensors.index.json with metadata total_size /
- * total_parameters and the weight_map sorted by name; and config.json (loam__json_dump_py of
- * config with sorted keys). progress (may be NULL) is called after every tensor with bytes
- * done / total; returning false cancels (LOAM_E_CANCELLED). */
+ * metadata {"format": format} ("mlx"; "pt" as Hugging Face writes); model.safetensors.index.json
+ * with metadata total_size / total_parameters and the weight_map sorted by name; and config.json
+ * (loam__json_dump_py of config with sorted keys). progress (may be NULL) is called after every
+ * tensor with bytes done / total; returning false cancels (LOAM_E_CANCELLED). */
 loam_status loam__write_mlx_dir(const char *dir, const loam__out_tensor *t, size_t n,
                                 const cJSON *config, const loam__numkinds *kinds,
                                 const char *format, uint64_t max_shard_bytes,

@@ -68,7 +68,6 @@ void loam__qpack(const uint8_t *q, int64_t len, int bits, void *row);
 
 /* The MLX CPU quantizer for one group of gs float32 values (FORMATS.md §1.2): q[gs] in
  * [0, 2^bits-1], *scale and *bias in float32 (before rounding to the storage dtype). */
-void loam__quantize_group(const float *w, int gs, int bits, float *scale, float *bias,
-                          uint8_t *q);
+void loam__quantize_group(const float *w, int gs, int bits, float *scale, float *bias, uint8_t *q);
 
 #endif /* LOAM_QUANT_H */

@@ -32,8 +32,12 @@
 
 // ---- formats ----------------------------------------------------------------------------------
 
-static int bits_ok(int32_t bits) { return bits >= 2 && bits <= 8 && bits != 7; }
-static int group_ok(int32_t gs) { return gs == 32 || gs == 64 || gs == 128; }
+static int bits_ok(int32_t bits) {
+    return bits >= 2 && bits <= 8 && bits != 7;
+}
+static int group_ok(int32_t gs) {
+    return gs == 32 || gs == 64 || gs == 128;
+}
 static int float_dtype(loam_dtype t) {
     return t == LOAM_DTYPE_F32 || t == LOAM_DTYPE_F16 || t == LOAM_DTYPE_BF16;
 }
@@ -47,24 +51,29 @@ loam_status loam_qformat_check(loam_qformat fmt, int64_t cols, loam_err *err) {
     if (!float_dtype(fmt.scale_dtype))
         return loam__fail(err, LOAM_E_INVAL, "quant: scale dtype %s is not F32, F16 or BF16",
                           loam_dtype_name(fmt.scale_dtype) ? loam_dtype_name(fmt.scale_dtype)
-                                                            : "(invalid)");
+                                                           : "(invalid)");
     if (cols <= 0 || cols % fmt.group_size != 0)
-        return loam__fail(err, LOAM_E_INVAL, "quant: cols %lld is not a positive multiple of "
-                          "group_size %d", (long long)cols, (int)fmt.group_size);
+        return loam__fail(err, LOAM_E_INVAL,
+                          "quant: cols %lld is not a positive multiple of "
+                          "group_size %d",
+                          (long long)cols, (int)fmt.group_size);
     return LOAM_OK;
 }
 
 uint64_t loam_qweight_bytes(loam_qformat fmt, int64_t rows, int64_t cols) {
     uint64_t n;
-    if (rows < 0 || loam_qformat_check(fmt, cols, NULL) != LOAM_OK) return 0;
-    if (loam__mul_u64((uint64_t)rows, (uint64_t)cols, &n) || loam__mul_u64(n, (uint64_t)fmt.bits, &n))
+    if (rows < 0 || loam_qformat_check(fmt, cols, NULL) != LOAM_OK)
+        return 0;
+    if (loam__mul_u64((uint64_t)rows, (uint64_t)cols, &n) ||
+        loam__mul_u64(n, (uint64_t)fmt.bits, &n))
         return 0;
     return n / 8;
 }
 
 uint64_t loam_qscale_bytes(loam_qformat fmt, int64_t rows, int64_t cols) {
     uint64_t n;
-    if (rows < 0 || loam_qformat_check(fmt, cols, NULL) != LOAM_OK) return 0;
+    if (rows < 0 || loam_qformat_check(fmt, cols, NULL) != LOAM_OK)
+        return 0;
     uint64_t esize = (uint64_t)loam_dtype_bits(fmt.scale_dtype) / 8;
     if (loam__mul_u64((uint64_t)rows, (uint64_t)(cols / fmt.group_size), &n) ||
         loam__mul_u64(n, esize, &n))
@@ -73,13 +82,15 @@ uint64_t loam_qscale_bytes(loam_qformat fmt, int64_t rows, int64_t cols) {
 }
 
 loam_status loam__qmat_check(const loam__qmat *W, loam_err *err) {
-    if (!W || !W->w) return loam__fail(err, LOAM_E_INVAL, "qmat: no weight data");
+    if (!W || !W->w)
+        return loam__fail(err, LOAM_E_INVAL, "qmat: no weight data");
     if (W->n <= 0 || W->k <= 0)
         return loam__fail(err, LOAM_E_INVAL, "qmat: shape [%lld, %lld] is empty", (long long)W->n,
                           (long long)W->k);
     if (W->dtype == LOAM_DTYPE_U32) {
         loam_status s = loam_qformat_check(W->fmt, W->k, err);
-        if (s != LOAM_OK) return s;
+        if (s != LOAM_OK)
+            return s;
         if (!W->scales || !W->biases)
             return loam__fail(err, LOAM_E_INVAL, "qmat: quantized weight without scales/biases");
         if (loam_qweight_bytes(W->fmt, W->n, W->k) == 0)
@@ -87,9 +98,10 @@ loam_status loam__qmat_check(const loam__qmat *W, loam_err *err) {
         return LOAM_OK;
     }
     if (!float_dtype(W->dtype))
-        return loam__fail(err, LOAM_E_INVAL, "qmat: dtype %s is neither U32 (quantized) nor "
-                          "F32/F16/BF16", loam_dtype_name(W->dtype) ? loam_dtype_name(W->dtype)
-                                                                   : "(invalid)");
+        return loam__fail(err, LOAM_E_INVAL,
+                          "qmat: dtype %s is neither U32 (quantized) nor "
+                          "F32/F16/BF16",
+                          loam_dtype_name(W->dtype) ? loam_dtype_name(W->dtype) : "(invalid)");
     int64_t nk;
     if (loam__mul_i64(W->n, W->k, &nk) || loam__mul_i64(nk, 4, &nk))
         return loam__fail(err, LOAM_E_INVAL, "qmat: size overflows");
@@ -106,7 +118,8 @@ void loam__qunpack(const void *row, int bits, int64_t j0, int64_t len, uint8_t *
         uint64_t byte = bit >> 3;
         unsigned sh = (unsigned)(bit & 7u);
         uint32_t v = b[byte];
-        if (sh + (unsigned)bits > 8u) v |= (uint32_t)b[byte + 1] << 8; /* straddles a byte */
+        if (sh + (unsigned)bits > 8u)
+            v |= (uint32_t)b[byte + 1] << 8; /* straddles a byte */
         q[j] = (uint8_t)((v >> sh) & mask);
     }
 }
@@ -120,7 +133,8 @@ void loam__qpack(const uint8_t *q, int64_t len, int bits, void *row) {
         unsigned sh = (unsigned)(bit & 7u);
         uint32_t v = (uint32_t)q[j] << sh;
         b[byte] |= (uint8_t)v;
-        if (sh + (unsigned)bits > 8u) b[byte + 1] |= (uint8_t)(v >> 8);
+        if (sh + (unsigned)bits > 8u)
+            b[byte + 1] |= (uint8_t)(v >> 8);
     }
 }
 
@@ -157,8 +171,10 @@ void loam__quantize_group(const float *w, int gs, int bits, float *scale_out, fl
 loam_status loam_quantize(const float *w, int64_t rows, int64_t cols, loam_qformat fmt, void *wq,
                           void *scales, void *biases, loam_err *err) {
     loam_status s = loam_qformat_check(fmt, cols, err);
-    if (s != LOAM_OK) return s;
-    if (rows <= 0) return loam__fail(err, LOAM_E_INVAL, "quantize: rows %lld", (long long)rows);
+    if (s != LOAM_OK)
+        return s;
+    if (rows <= 0)
+        return loam__fail(err, LOAM_E_INVAL, "quantize: rows %lld", (long long)rows);
     if (!w || !wq || !scales || !biases)
         return loam__fail(err, LOAM_E_INVAL, "quantize: NULL buffer");
     if (loam_qweight_bytes(fmt, rows, cols) == 0)
@@ -173,12 +189,15 @@ loam_status loam_quantize(const float *w, int64_t rows, int64_t cols, loam_qform
         const float *wr = w + (size_t)r * (size_t)cols;
         for (int64_t j = 0; j < cols; j++)
             if (!isfinite(wr[j]))
-                return loam__fail(err, LOAM_E_INVAL, "quantize: value at [%lld, %lld] is not "
-                                  "finite", (long long)r, (long long)j);
+                return loam__fail(err, LOAM_E_INVAL,
+                                  "quantize: value at [%lld, %lld] is not "
+                                  "finite",
+                                  (long long)r, (long long)j);
         for (int64_t g = 0; g < n_groups; g++) {
             float sc, bi;
             loam__quantize_group(wr + g * gs, gs, bits, &sc, &bi, q);
-            loam__qpack(q, gs, bits, (uint8_t *)wq + (size_t)r * row_bytes + (size_t)g * group_bytes);
+            loam__qpack(q, gs, bits,
+                        (uint8_t *)wq + (size_t)r * row_bytes + (size_t)g * group_bytes);
             size_t gi = (size_t)r * (size_t)n_groups + (size_t)g;
             loam__store_float(scales, fmt.scale_dtype, gi, sc);
             loam__store_float(biases, fmt.scale_dtype, gi, bi);
@@ -192,7 +211,8 @@ loam_status loam_quantize(const float *w, int64_t rows, int64_t cols, loam_qform
 void loam__qmat_row_range(const loam__qmat *W, int64_t row, int64_t j0, int64_t len, float *out) {
     if (W->dtype != LOAM_DTYPE_U32) {
         size_t base = (size_t)row * (size_t)W->k + (size_t)j0;
-        for (int64_t j = 0; j < len; j++) out[j] = loam__load_float(W->w, W->dtype, base + (size_t)j);
+        for (int64_t j = 0; j < len; j++)
+            out[j] = loam__load_float(W->w, W->dtype, base + (size_t)j);
         return;
     }
     const int gs = W->fmt.group_size, bits = W->fmt.bits;
@@ -221,9 +241,12 @@ loam_status loam_dequantize(const void *wq, const void *scales, const void *bias
                             int64_t cols, loam_qformat fmt, float *out, loam_err *err) {
     loam__qmat W = {LOAM_DTYPE_U32, fmt, wq, scales, biases, rows, cols};
     loam_status s = loam__qmat_check(&W, err);
-    if (s != LOAM_OK) return s;
-    if (!out) return loam__fail(err, LOAM_E_INVAL, "dequantize: NULL output");
-    for (int64_t r = 0; r < rows; r++) loam__qmat_row(&W, r, out + (size_t)r * (size_t)cols);
+    if (s != LOAM_OK)
+        return s;
+    if (!out)
+        return loam__fail(err, LOAM_E_INVAL, "dequantize: NULL output");
+    for (int64_t r = 0; r < rows; r++)
+        loam__qmat_row(&W, r, out + (size_t)r * (size_t)cols);
     return LOAM_OK;
 }
 
@@ -232,14 +255,16 @@ void loam__matmul_ref(const loam__qmat *W, const float *x, int64_t m, float *y) 
     const int64_t k = W->k, n = W->n;
     float chunk[128]; /* a multiple of every group size */
     for (int64_t r = 0; r < n; r++) {
-        for (int64_t a = 0; a < m; a++) y[(size_t)a * (size_t)n + (size_t)r] = 0.0f;
+        for (int64_t a = 0; a < m; a++)
+            y[(size_t)a * (size_t)n + (size_t)r] = 0.0f;
         for (int64_t j0 = 0; j0 < k; j0 += 128) {
             int64_t len = k - j0 < 128 ? k - j0 : 128;
             loam__qmat_row_range(W, r, j0, len, chunk);
             for (int64_t a = 0; a < m; a++) {
                 const float *xa = x + (size_t)a * (size_t)k + (size_t)j0;
                 float acc = y[(size_t)a * (size_t)n + (size_t)r];
-                for (int64_t j = 0; j < len; j++) acc += chunk[j] * xa[j];
+                for (int64_t j = 0; j < len; j++)
+                    acc += chunk[j] * xa[j];
                 y[(size_t)a * (size_t)n + (size_t)r] = acc;
             }
         }

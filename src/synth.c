@@ -54,7 +54,9 @@ static const preset k_presets[] = {
 };
 #define N_PRESETS (sizeof k_presets / sizeof k_presets[0])
 
-const char *loam_synth_preset(size_t i) { return i < N_PRESETS ? k_presets[i].name : NULL; }
+const char *loam_synth_preset(size_t i) {
+    return i < N_PRESETS ? k_presets[i].name : NULL;
+}
 
 loam_synth_params loam_synth_params_default(void) {
     loam_synth_params p;
@@ -69,7 +71,8 @@ loam_synth_params loam_synth_params_default(void) {
 /* config.json of the real model, as text (so float fields stay floats: see loam__numkinds). */
 static int config_text(const preset *m, char *buf, size_t cap) {
     if (m->llama)
-        return snprintf(buf, cap,
+        return snprintf(
+            buf, cap,
             "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false, "
             "\"attention_dropout\": 0.0, \"bos_token_id\": 128000, "
             "\"eos_token_id\": [128001, 128008, 128009], \"hidden_act\": \"silu\", "
@@ -86,7 +89,8 @@ static int config_text(const preset *m, char *buf, size_t cap) {
             (long long)m->hidden, (long long)m->ffn, (long long)m->max_pos, (long long)m->heads,
             (long long)m->layers, (long long)m->kv_heads, m->tied ? "true" : "false",
             (long long)m->vocab);
-    return snprintf(buf, cap,
+    return snprintf(
+        buf, cap,
         "{\"architectures\": [\"Qwen3ForCausalLM\"], \"attention_bias\": false, "
         "\"attention_dropout\": 0.0, \"bos_token_id\": %d, \"eos_token_id\": %d, "
         "\"head_dim\": %lld, \"hidden_act\": \"silu\", \"hidden_size\": %lld, "
@@ -109,7 +113,7 @@ enum { T_PACKED, T_SCALES, T_BIASES, T_NORM, T_DENSE };
 
 typedef struct {
     int kind;
-    uint64_t seed;       /* params seed mixed with the hash of the weight's name */
+    uint64_t seed; /* params seed mixed with the hash of the weight's name */
     int bits;
     uint64_t n_elements; /* of the output tensor */
 } synth_job;
@@ -123,12 +127,15 @@ static uint64_t splitmix64(uint64_t x) {
 
 static uint64_t hash_name(const char *s) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
 }
 
 /* uniform in [0, 1) from 24 bits of r */
-static float unit(uint64_t r) { return (float)(r >> 40) * 0x1p-24f; }
+static float unit(uint64_t r) {
+    return (float)(r >> 40) * 0x1p-24f;
+}
 
 /* Scale and bias of group g (the same seed for both tensors of one weight). */
 static void group_sb(const synth_job *j, uint64_t g, float *s, float *b) {
@@ -151,7 +158,8 @@ static loam_status synth_fill(void *user, void *dst, uint64_t n_bytes, loam_err 
 #pragma omp parallel for schedule(static)
         for (int64_t c = 0; c < words; c += chunk) {
             int64_t e = c + chunk < words ? c + chunk : words;
-            for (int64_t i = c; i < e; i++) loam__wr_u64le(d + 8 * i, splitmix64(j->seed + (uint64_t)i));
+            for (int64_t i = c; i < e; i++)
+                loam__wr_u64le(d + 8 * i, splitmix64(j->seed + (uint64_t)i));
         }
         for (uint64_t i = (uint64_t)words * 8; i < n_bytes; i++)
             d[i] = (uint8_t)splitmix64(j->seed + i);
@@ -164,10 +172,20 @@ static loam_status synth_fill(void *user, void *dst, uint64_t n_bytes, loam_err 
         for (int64_t i = c; i < e; i++) {
             float v, s, b;
             switch (j->kind) {
-            case T_SCALES: group_sb(j, (uint64_t)i, &s, &b); v = s; break;
-            case T_BIASES: group_sb(j, (uint64_t)i, &s, &b); v = b; break;
-            case T_NORM: v = 1.0f + 0.1f * (unit(splitmix64(j->seed + (uint64_t)i)) - 0.5f); break;
-            default: v = 0.06f * (unit(splitmix64(j->seed + (uint64_t)i)) - 0.5f); break;
+            case T_SCALES:
+                group_sb(j, (uint64_t)i, &s, &b);
+                v = s;
+                break;
+            case T_BIASES:
+                group_sb(j, (uint64_t)i, &s, &b);
+                v = b;
+                break;
+            case T_NORM:
+                v = 1.0f + 0.1f * (unit(splitmix64(j->seed + (uint64_t)i)) - 0.5f);
+                break;
+            default:
+                v = 0.06f * (unit(splitmix64(j->seed + (uint64_t)i)) - 0.5f);
+                break;
             }
             loam__store_float(d, LOAM_DTYPE_BF16, (size_t)i, v);
         }
@@ -186,7 +204,8 @@ typedef struct {
 
 static loam_status add_out(tlist *l, const char *name, loam_dtype dt, int64_t d0, int64_t d1,
                            int n_dims, synth_job job, uint64_t n_params, loam_err *err) {
-    if (l->n == l->cap) return loam__fail(err, LOAM_E_NOMEM, "synth: tensor list full");
+    if (l->n == l->cap)
+        return loam__fail(err, LOAM_E_NOMEM, "synth: tensor list full");
     loam__out_tensor *o = &l->out[l->n];
     snprintf(o->name, sizeof o->name, "%s", name);
     o->dtype = dt;
@@ -220,10 +239,12 @@ static loam_status add_linear(tlist *l, const char *base, int64_t n, int64_t k, 
                 (uint64_t)(n * k), err);
     snprintf(name, sizeof name, "%s.scales", base);
     if (s == LOAM_OK)
-        s = add_out(l, name, LOAM_DTYPE_BF16, n, k / gs, 2, (synth_job){T_SCALES, seed, bits, 0}, 0, err);
+        s = add_out(l, name, LOAM_DTYPE_BF16, n, k / gs, 2, (synth_job){T_SCALES, seed, bits, 0}, 0,
+                    err);
     snprintf(name, sizeof name, "%s.biases", base);
     if (s == LOAM_OK)
-        s = add_out(l, name, LOAM_DTYPE_BF16, n, k / gs, 2, (synth_job){T_BIASES, seed, bits, 0}, 0, err);
+        s = add_out(l, name, LOAM_DTYPE_BF16, n, k / gs, 2, (synth_job){T_BIASES, seed, bits, 0}, 0,
+                    err);
     return s;
 }
 
@@ -247,37 +268,50 @@ static loam_status build(tlist *l, const preset *m, loam_err *err) {
     loam_status s = add_linear(l, "model.embed_tokens", m->vocab, H, err);
     for (int64_t L = 0; s == LOAM_OK && L < m->layers; L++) {
         s = add_norm(l, layer_name(b, n, L, "input_layernorm.weight"), H, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "mlp.down_proj"), H, m->ffn, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "mlp.gate_proj"), m->ffn, H, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "mlp.up_proj"), m->ffn, H, err);
-        if (s == LOAM_OK) s = add_norm(l, layer_name(b, n, L, "post_attention_layernorm.weight"), H, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "mlp.down_proj"), H, m->ffn, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "mlp.gate_proj"), m->ffn, H, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "mlp.up_proj"), m->ffn, H, err);
+        if (s == LOAM_OK)
+            s = add_norm(l, layer_name(b, n, L, "post_attention_layernorm.weight"), H, err);
         if (s == LOAM_OK && !m->llama)
             s = add_norm(l, layer_name(b, n, L, "self_attn.k_norm.weight"), hd, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "self_attn.k_proj"), kv_out, H, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "self_attn.o_proj"), H, q_out, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "self_attn.k_proj"), kv_out, H, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "self_attn.o_proj"), H, q_out, err);
         if (s == LOAM_OK && !m->llama)
             s = add_norm(l, layer_name(b, n, L, "self_attn.q_norm.weight"), hd, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "self_attn.q_proj"), q_out, H, err);
-        if (s == LOAM_OK) s = add_linear(l, layer_name(b, n, L, "self_attn.v_proj"), kv_out, H, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "self_attn.q_proj"), q_out, H, err);
+        if (s == LOAM_OK)
+            s = add_linear(l, layer_name(b, n, L, "self_attn.v_proj"), kv_out, H, err);
     }
-    if (s == LOAM_OK) s = add_norm(l, "model.norm.weight", H, err);
-    if (s == LOAM_OK && !m->tied) s = add_linear(l, "lm_head", m->vocab, H, err);
+    if (s == LOAM_OK)
+        s = add_norm(l, "model.norm.weight", H, err);
+    if (s == LOAM_OK && !m->tied)
+        s = add_linear(l, "lm_head", m->vocab, H, err);
     return s;
 }
 
 static const preset *find_preset(const char *name) {
     for (size_t i = 0; name && i < N_PRESETS; i++)
-        if (strcmp(k_presets[i].name, name) == 0) return &k_presets[i];
+        if (strcmp(k_presets[i].name, name) == 0)
+            return &k_presets[i];
     return NULL;
 }
 
-static loam_status tlist_init(tlist *l, const preset *m, const loam_synth_params *p, loam_err *err) {
+static loam_status tlist_init(tlist *l, const preset *m, const loam_synth_params *p,
+                              loam_err *err) {
     memset(l, 0, sizeof *l);
     l->p = p;
     l->cap = (size_t)(16 + 32 * m->layers);
     l->out = loam__calloc(l->cap, sizeof *l->out);
     l->jobs = loam__calloc(l->cap, sizeof *l->jobs);
-    if (!l->out || !l->jobs) return loam__fail(err, LOAM_E_NOMEM, "synth: out of memory");
+    if (!l->out || !l->jobs)
+        return loam__fail(err, LOAM_E_NOMEM, "synth: out of memory");
     return build(l, m, err);
 }
 
@@ -289,7 +323,8 @@ static void tlist_free(tlist *l) {
 loam_status loam__synth_size(const char *preset_name, int32_t bits, int32_t group_size,
                              uint64_t *n_params, uint64_t *n_bytes, loam_err *err) {
     const preset *m = find_preset(preset_name);
-    if (!m) return loam__fail(err, LOAM_E_NOTFOUND, "synth: no preset '%.64s'", preset_name);
+    if (!m)
+        return loam__fail(err, LOAM_E_NOTFOUND, "synth: no preset '%.64s'", preset_name);
     loam_synth_params p = loam_synth_params_default();
     p.bits = bits;
     p.group_size = group_size;
@@ -307,15 +342,19 @@ loam_status loam__synth_size(const char *preset_name, int32_t bits, int32_t grou
 loam_status loam_synth(const char *preset_name, const char *dst_dir,
                        const loam_synth_params *params, loam_err *err) {
     loam_synth_params p = params ? *params : loam_synth_params_default();
-    if (!preset_name || !dst_dir) return loam__fail(err, LOAM_E_INVAL, "synth: NULL argument");
+    if (!preset_name || !dst_dir)
+        return loam__fail(err, LOAM_E_INVAL, "synth: NULL argument");
     const preset *m = find_preset(preset_name);
-    if (!m) return loam__fail(err, LOAM_E_NOTFOUND, "synth: no preset '%.64s'", preset_name);
+    if (!m)
+        return loam__fail(err, LOAM_E_NOTFOUND, "synth: no preset '%.64s'", preset_name);
     loam_status s = LOAM_OK;
     if (p.bits != 0)
         s = loam_qformat_check((loam_qformat){p.bits, p.group_size, LOAM_DTYPE_BF16}, p.group_size,
                                err);
-    if (s != LOAM_OK) return s;
-    if (p.max_shard_bytes == 0) p.max_shard_bytes = (uint64_t)5 << 30;
+    if (s != LOAM_OK)
+        return s;
+    if (p.max_shard_bytes == 0)
+        p.max_shard_bytes = (uint64_t)5 << 30;
 
     char text[2048];
     config_text(m, text, sizeof text);
@@ -323,9 +362,12 @@ loam_status loam_synth(const char *preset_name, const char *dst_dir,
     loam__numkinds kinds = {0};
     tlist l;
     s = tlist_init(&l, m, &p, err);
-    if (s == LOAM_OK) s = loam__json_parse(text, strlen(text), "synth config", &config, err);
-    if (s == LOAM_OK) s = loam__json_number_kinds(text, strlen(text), config, &kinds, err);
-    if (s != LOAM_OK) goto done;
+    if (s == LOAM_OK)
+        s = loam__json_parse(text, strlen(text), "synth config", &config, err);
+    if (s == LOAM_OK)
+        s = loam__json_number_kinds(text, strlen(text), config, &kinds, err);
+    if (s != LOAM_OK)
+        goto done;
     if (p.bits != 0) {
         cJSON *q1 = cJSON_CreateObject(), *q2 = NULL;
         if (q1 && cJSON_AddNumberToObject(q1, "group_size", p.group_size) &&

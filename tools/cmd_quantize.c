@@ -14,21 +14,20 @@
 #define CMD "quantize"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loam quantize SRC DST [--bits 4] [--group-size 64] [--dtype bf16|f16|f32]\n"
-            "                     [--threads N]\n"
-            "\n"
-            "Converts the Hugging Face model directory SRC (F32/F16/BF16 safetensors) into an\n"
-            "mlx-lm quantized directory DST, as `mlx_lm.convert -q` does: MLX affine\n"
-            "quantization of every Linear and embedding weight, float tensors cast to --dtype,\n"
-            "shards of at most 5 GiB with an index, config.json with the quantization fields,\n"
-            "tokenizer and generation files copied. DST must not exist or be empty.\n"
-            "\n"
-            "  --bits B         2, 3, 4, 5, 6 or 8 (default 4)\n"
-            "  --group-size G   32, 64 or 128 (default 64)\n"
-            "  --dtype T        scales, biases and float tensors (default: config.json\n"
-            "                   torch_dtype, else bf16)\n"
-            "  --threads N      quantization threads (default: all cores)\n");
+    fprintf(f, "usage: loam quantize SRC DST [--bits 4] [--group-size 64] [--dtype bf16|f16|f32]\n"
+               "                     [--threads N]\n"
+               "\n"
+               "Converts the Hugging Face model directory SRC (F32/F16/BF16 safetensors) into an\n"
+               "mlx-lm quantized directory DST, as `mlx_lm.convert -q` does: MLX affine\n"
+               "quantization of every Linear and embedding weight, float tensors cast to --dtype,\n"
+               "shards of at most 5 GiB with an index, config.json with the quantization fields,\n"
+               "tokenizer and generation files copied. DST must not exist or be empty.\n"
+               "\n"
+               "  --bits B         2, 3, 4, 5, 6 or 8 (default 4)\n"
+               "  --group-size G   32, 64 or 128 (default 64)\n"
+               "  --dtype T        scales, biases and float tensors (default: config.json\n"
+               "                   torch_dtype, else bf16)\n"
+               "  --threads N      quantization threads (default: all cores)\n");
 }
 
 static double now_s(void) {
@@ -44,16 +43,19 @@ typedef struct {
 static bool progress(void *user, uint64_t done, uint64_t total) {
     bar *b = (bar *)user;
     double t = now_s();
-    if (done < total && t - b->last < 0.1) return true;
+    if (done < total && t - b->last < 0.1)
+        return true;
     b->last = t;
     int width = 30, fill = total ? (int)((double)done / (double)total * width) : width;
     char cells[64];
-    for (int i = 0; i < width; i++) cells[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < width; i++)
+        cells[i] = i < fill ? '#' : '.';
     cells[width] = '\0';
     fprintf(stderr, "\rloam quantize: [%s] %3.0f%%  %.2f / %.2f GB  %.0f s", cells,
             total ? 100.0 * (double)done / (double)total : 100.0, (double)done / 1e9,
             (double)total / 1e9, t - b->t0);
-    if (done >= total) fputc('\n', stderr);
+    if (done >= total)
+        fputc('\n', stderr);
     fflush(stderr);
     return true;
 }
@@ -86,11 +88,16 @@ int loam_cmd_quantize(int argc, char **argv) {
             rc = parse_int(a, v, 1, 4096, &p.n_threads);
             i++;
         } else if (strcmp(a, "--dtype") == 0) {
-            if (!v) return cli_usage_error(CMD, "--dtype needs bf16, f16 or f32");
-            if (strcmp(v, "bf16") == 0 || strcmp(v, "bfloat16") == 0) p.dtype = LOAM_DTYPE_BF16;
-            else if (strcmp(v, "f16") == 0 || strcmp(v, "float16") == 0) p.dtype = LOAM_DTYPE_F16;
-            else if (strcmp(v, "f32") == 0 || strcmp(v, "float32") == 0) p.dtype = LOAM_DTYPE_F32;
-            else return cli_usage_error(CMD, "--dtype '%s': use bf16, f16 or f32", v);
+            if (!v)
+                return cli_usage_error(CMD, "--dtype needs bf16, f16 or f32");
+            if (strcmp(v, "bf16") == 0 || strcmp(v, "bfloat16") == 0)
+                p.dtype = LOAM_DTYPE_BF16;
+            else if (strcmp(v, "f16") == 0 || strcmp(v, "float16") == 0)
+                p.dtype = LOAM_DTYPE_F16;
+            else if (strcmp(v, "f32") == 0 || strcmp(v, "float32") == 0)
+                p.dtype = LOAM_DTYPE_F32;
+            else
+                return cli_usage_error(CMD, "--dtype '%s': use bf16, f16 or f32", v);
             i++;
         } else if (a[0] == '-' && a[1]) {
             return cli_usage_error(CMD, "unknown option '%s'", a);
@@ -99,9 +106,11 @@ int loam_cmd_quantize(int argc, char **argv) {
         } else {
             return cli_usage_error(CMD, "too many arguments");
         }
-        if (rc) return rc;
+        if (rc)
+            return rc;
     }
-    if (n_pos != 2) return cli_usage_error(CMD, "needs SRC and DST");
+    if (n_pos != 2)
+        return cli_usage_error(CMD, "needs SRC and DST");
     loam_err err = {LOAM_OK, ""};
     if (loam_qformat_check((loam_qformat){p.bits, p.group_size, LOAM_DTYPE_BF16}, p.group_size,
                            &err) != LOAM_OK)
@@ -112,7 +121,8 @@ int loam_cmd_quantize(int argc, char **argv) {
         p.progress_user = &b;
     }
     if (loam_convert_quantize(pos[0], pos[1], &p, &err) != LOAM_OK) {
-        if (isatty(2)) fputc('\n', stderr);
+        if (isatty(2))
+            fputc('\n', stderr);
         return cli_error(CMD, "%s", err.msg);
     }
     loam_modeldir *md = NULL;

@@ -14,22 +14,22 @@
 #define CMD "synth"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: loam synth --preset NAME OUT [--bits 4] [--group-size 64] [--seed N] [--float]\n"
-            "\n"
-            "Writes OUT (must not exist or be empty): an mlx-lm quantized model directory with\n"
-            "random weights and the exact config.json, tensor names, shapes and dtypes of the\n"
-            "preset's real model. No tokenizer files.\n"
-            "\n"
-            "presets:");
-    for (size_t i = 0; loam_synth_preset(i); i++) fprintf(f, " %s", loam_synth_preset(i));
-    fprintf(f,
-            "\n\n"
-            "  --bits B         2, 3, 4, 5, 6 or 8 (default 4)\n"
-            "  --group-size G   32, 64 or 128 (default 64)\n"
-            "  --seed N         random seed (default 1); the same seed gives the same files\n"
-            "  --float          unquantized bf16 weights in a Hugging Face layout instead (the\n"
-            "                   input of `loam quantize`)\n");
+    fprintf(
+        f, "usage: loam synth --preset NAME OUT [--bits 4] [--group-size 64] [--seed N] [--float]\n"
+           "\n"
+           "Writes OUT (must not exist or be empty): an mlx-lm quantized model directory with\n"
+           "random weights and the exact config.json, tensor names, shapes and dtypes of the\n"
+           "preset's real model. No tokenizer files.\n"
+           "\n"
+           "presets:");
+    for (size_t i = 0; loam_synth_preset(i); i++)
+        fprintf(f, " %s", loam_synth_preset(i));
+    fprintf(f, "\n\n"
+               "  --bits B         2, 3, 4, 5, 6 or 8 (default 4)\n"
+               "  --group-size G   32, 64 or 128 (default 64)\n"
+               "  --seed N         random seed (default 1); the same seed gives the same files\n"
+               "  --float          unquantized bf16 weights in a Hugging Face layout instead (the\n"
+               "                   input of `loam quantize`)\n");
 }
 
 static double now_s(void) {
@@ -45,16 +45,19 @@ typedef struct {
 static bool progress(void *user, uint64_t done, uint64_t total) {
     bar *b = (bar *)user;
     double t = now_s();
-    if (done < total && t - b->last < 0.1) return true;
+    if (done < total && t - b->last < 0.1)
+        return true;
     b->last = t;
     int width = 30, fill = total ? (int)((double)done / (double)total * width) : width;
     char cells[64];
-    for (int i = 0; i < width; i++) cells[i] = i < fill ? '#' : '.';
+    for (int i = 0; i < width; i++)
+        cells[i] = i < fill ? '#' : '.';
     cells[width] = '\0';
     fprintf(stderr, "\rloam synth: [%s] %3.0f%%  %.2f / %.2f GB  %.0f s", cells,
             total ? 100.0 * (double)done / (double)total : 100.0, (double)done / 1e9,
             (double)total / 1e9, t - b->t0);
-    if (done >= total) fputc('\n', stderr);
+    if (done >= total)
+        fputc('\n', stderr);
     fflush(stderr);
     return true;
 }
@@ -70,14 +73,17 @@ int loam_cmd_synth(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (strcmp(a, "--preset") == 0) {
-            if (!v) return cli_usage_error(CMD, "--preset needs a name");
+            if (!v)
+                return cli_usage_error(CMD, "--preset needs a name");
             preset = v;
             i++;
         } else if (strcmp(a, "--bits") == 0 || strcmp(a, "--group-size") == 0) {
             if (!v || cli_parse_i64(v, &x) != 0 || x < 1 || x > 1024)
                 return cli_usage_error(CMD, "%s needs a whole number", a);
-            if (a[2] == 'b') p.bits = (int32_t)x;
-            else p.group_size = (int32_t)x;
+            if (a[2] == 'b')
+                p.bits = (int32_t)x;
+            else
+                p.group_size = (int32_t)x;
             i++;
         } else if (strcmp(a, "--float") == 0) {
             is_float = 1;
@@ -94,23 +100,29 @@ int loam_cmd_synth(int argc, char **argv) {
             return cli_usage_error(CMD, "too many arguments");
         }
     }
-    if (!preset) return cli_usage_error(CMD, "needs --preset NAME");
-    if (!out) return cli_usage_error(CMD, "needs the output directory");
+    if (!preset)
+        return cli_usage_error(CMD, "needs --preset NAME");
+    if (!out)
+        return cli_usage_error(CMD, "needs the output directory");
     int known = 0;
-    for (size_t i = 0; loam_synth_preset(i); i++) known |= strcmp(loam_synth_preset(i), preset) == 0;
-    if (!known) return cli_usage_error(CMD, "unknown preset '%s'", preset);
+    for (size_t i = 0; loam_synth_preset(i); i++)
+        known |= strcmp(loam_synth_preset(i), preset) == 0;
+    if (!known)
+        return cli_usage_error(CMD, "unknown preset '%s'", preset);
     loam_err err = {LOAM_OK, ""};
     if (loam_qformat_check((loam_qformat){p.bits, p.group_size, LOAM_DTYPE_BF16}, p.group_size,
                            &err) != LOAM_OK)
         return cli_usage_error(CMD, "%s", err.msg);
-    if (is_float) p.bits = 0;
+    if (is_float)
+        p.bits = 0;
     bar b = {now_s(), 0.0};
     if (isatty(2)) {
         p.progress = progress;
         p.progress_user = &b;
     }
     if (loam_synth(preset, out, &p, &err) != LOAM_OK) {
-        if (isatty(2)) fputc('\n', stderr);
+        if (isatty(2))
+            fputc('\n', stderr);
         return cli_error(CMD, "%s", err.msg);
     }
     loam_modeldir *md = NULL;
@@ -120,8 +132,10 @@ int loam_cmd_synth(int argc, char **argv) {
     for (size_t i = 0; i < loam_modeldir_n_shards(md); i++)
         bytes += loam_st_file_bytes(loam_modeldir_shard(md, i));
     char what[64];
-    if (p.bits) snprintf(what, sizeof what, "%d-bit group %d", (int)p.bits, (int)p.group_size);
-    else snprintf(what, sizeof what, "bf16 (not quantized)");
+    if (p.bits)
+        snprintf(what, sizeof what, "%d-bit group %d", (int)p.bits, (int)p.group_size);
+    else
+        snprintf(what, sizeof what, "bf16 (not quantized)");
     printf("%s: preset %s, %zu tensors in %zu shard%s, %.2f GB, %s, no tokenizer, %.1f s\n", out,
            preset, loam_modeldir_n_tensors(md), loam_modeldir_n_shards(md),
            loam_modeldir_n_shards(md) == 1 ? "" : "s", (double)bytes / 1e9, what, now_s() - b.t0);

@@ -24,7 +24,7 @@
 
 #include <immintrin.h>
 
-#define INLINE static inline __attribute__((always_inline))
+#define INLINE        static inline __attribute__((always_inline))
 #define PREFETCH_ROWS 2
 
 INLINE float hsum8(__m256 v) {
@@ -45,12 +45,14 @@ INLINE __m256 load8_float(const void *base, loam_dtype t, size_t gi, int64_t gn)
         p = buf;
     }
     switch (t) {
-    case LOAM_DTYPE_F32: return _mm256_loadu_ps((const float *)p);
+    case LOAM_DTYPE_F32:
+        return _mm256_loadu_ps((const float *)p);
     case LOAM_DTYPE_BF16: {
         __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
         return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
     }
-    default: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    default:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     }
 }
 
@@ -66,23 +68,24 @@ INLINE void q4_group(const loam__qmat *W, int64_t r, const loam__actq *xq, int64
     const __m256i idx = _mm256_set1_epi32((int)g);
     __m256i lo[4], hi[4];
     __m256 sg[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
         const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
-        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u),
-                                 _MM_HINT_T0);
+        if (A == 1)
+            _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u),
+                         _MM_HINT_T0);
         __m256i wv = _mm256_loadu_si256((const __m256i *)wp);
         lo[i] = _mm256_and_si256(wv, m4);
         hi[i] = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
         sg[i] = _mm256_permutevar8x32_ps(s8[i], idx);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < A; j++) {
         const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
         __m256i xlo = _mm256_load_si256((const __m256i *)q);
         __m256i xhi = _mm256_load_si256((const __m256i *)(q + 32));
         __m256 dg = _mm256_permutevar8x32_ps(d8[j], idx);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], xlo),
                                          _mm256_maddubs_epi16(hi[i], xhi));
@@ -98,27 +101,28 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     const loam_dtype st = W->fmt.scale_dtype;
     /* a 1×1 tile alternates two accumulators so consecutive groups do not wait on one FMA */
     __m256 acc[4][4], acc2[4][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int j = 0; j < A; j++)
+            acc[i][j] = acc2[i][j] = _mm256_setzero_ps();
 
     for (int64_t g0 = 0; g0 < ng; g0 += 8) {
         const int64_t gn = ng - g0 < 8 ? ng - g0 : 8;
         __m256 s8[4], d8[4];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             size_t gi = (size_t)(r + i) * (size_t)ng + (size_t)g0;
             s8[i] = load8_float(W->scales, st, gi, gn);
             __m256 b8 = load8_float(W->biases, st, gi, gn);
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int j = 0; j < A; j++) {
                 size_t o = (size_t)(a + j) * (size_t)gp + (size_t)g0;
                 acc[i][j] = _mm256_fmadd_ps(s8[i], _mm256_load_ps(xq->c + o), acc[i][j]);
                 acc[i][j] = _mm256_fmadd_ps(b8, _mm256_load_ps(xq->sum + o), acc[i][j]);
             }
         }
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             d8[j] = _mm256_load_ps(xq->d + (size_t)(a + j) * (size_t)gp + (size_t)g0);
         int64_t g = 0;
@@ -126,11 +130,12 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
             q4_group(W, r, xq, a, g0, g, s8, d8, acc, R, A);
             q4_group(W, r, xq, a, g0, g + 1, s8, d8, R * A == 1 ? acc2 : acc, R, A);
         }
-        if (g < gn) q4_group(W, r, xq, a, g0, g, s8, d8, acc, R, A);
+        if (g < gn)
+            q4_group(W, r, xq, a, g0, g, s8, d8, acc, R, A);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
                 hsum8(_mm256_add_ps(acc[i][j], acc2[i][j]));
@@ -149,7 +154,8 @@ static void q4_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, flo
 // ---- dense F32 / F16 / BF16 -------------------------------------------------------------------
 
 INLINE __m256 load8_w(const uint8_t *p, const loam_dtype t) {
-    if (t == LOAM_DTYPE_F32) return _mm256_loadu_ps((const float *)p);
+    if (t == LOAM_DTYPE_F32)
+        return _mm256_loadu_ps((const float *)p);
     if (t == LOAM_DTYPE_BF16)
         return _mm256_castsi256_ps(
             _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
@@ -157,22 +163,24 @@ INLINE __m256 load8_w(const uint8_t *p, const loam_dtype t) {
 }
 
 /* 8 columns from c of every (row, activation row). */
-INLINE void dense_step(const uint8_t *w, int64_t k, int64_t r, const float *x, int64_t a,
-                       int64_t c, __m256 acc[4][4], const int R, const int A, const loam_dtype t) {
+INLINE void dense_step(const uint8_t *w, int64_t k, int64_t r, const float *x, int64_t a, int64_t c,
+                       __m256 acc[4][4], const int R, const int A, const loam_dtype t) {
     const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     __m256 wv[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
         const uint8_t *wp = w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es;
-        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)k * es),
-                                 _MM_HINT_T0);
+        if (A == 1)
+            _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)k * es),
+                         _MM_HINT_T0);
         wv[i] = load8_w(wp, t);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < A; j++) {
         __m256 xv = _mm256_loadu_ps(x + (size_t)(a + j) * (size_t)k + (size_t)c);
-        #pragma GCC unroll 4
-        for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
     }
 }
 
@@ -181,19 +189,21 @@ INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a
     const int64_t k = W->k;
     const uint8_t *w = (const uint8_t *)W->w;
     __m256 acc[4][4], acc2[4][4]; /* acc2: second accumulator of a 1×1 tile */
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int j = 0; j < A; j++)
+            acc[i][j] = acc2[i][j] = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 16 <= k; c += 16) {
         dense_step(w, k, r, x, a, c, acc, R, A, t);
         dense_step(w, k, r, x, a, c + 8, R * A == 1 ? acc2 : acc, R, A, t);
     }
-    for (; c + 8 <= k; c += 8) dense_step(w, k, r, x, a, c, acc, R, A, t);
-    #pragma GCC unroll 4
+    for (; c + 8 <= k; c += 8)
+        dense_step(w, k, r, x, a, c, acc, R, A, t);
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             float s = hsum8(_mm256_add_ps(acc[i][j], acc2[i][j]));
             for (int64_t cc = c; cc < k; cc++)
@@ -207,9 +217,15 @@ INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_
                            const int R, const int A) {
     const float *xf = (const float *)x;
     switch (W->dtype) {
-    case LOAM_DTYPE_F32: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32); break;
-    case LOAM_DTYPE_BF16: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16); break;
-    default: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16); break;
+    case LOAM_DTYPE_F32:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32);
+        break;
+    case LOAM_DTYPE_BF16:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16);
+        break;
+    default:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16);
+        break;
     }
 }
 
@@ -231,8 +247,10 @@ static float dot_qf(const uint8_t *q, const float *s, const float *b, int gs, co
         const uint8_t *qg = q + g * gs;
         const float *xg = x + g * gs;
         for (int i = 0; i < gs; i += 16) {
-            __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + i))));
-            __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + i + 8))));
+            __m256 q0 = _mm256_cvtepi32_ps(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + i))));
+            __m256 q1 = _mm256_cvtepi32_ps(
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + i + 8))));
             acc0 = _mm256_fmadd_ps(_mm256_fmadd_ps(q0, vs, vb), _mm256_loadu_ps(xg + i), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_fmadd_ps(q1, vs, vb), _mm256_loadu_ps(xg + i + 8), acc1);
         }
@@ -244,7 +262,11 @@ const loam__kernels loam__kernels_avx2 = {
     .name = "avx2",
     .act_order = LOAM__ACT_EVEN_ODD,
     .q4 = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
-    .dense = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
+    .dense = {.mv_rows = 1,
+              .mm_rows = 2,
+              .mm_acts = 4,
+              .mv = dense_mv,
+              .mm = dense_mm,
               .one = dense_one},
     .dot_qf = dot_qf,
 };

@@ -28,7 +28,7 @@
 
 #include <immintrin.h>
 
-#define INLINE static inline __attribute__((always_inline))
+#define INLINE        static inline __attribute__((always_inline))
 #define PREFETCH_ROWS 2
 
 INLINE __mmask16 mask16(int64_t n) {
@@ -38,7 +38,8 @@ INLINE __mmask16 mask16(int64_t n) {
 /* n (<= 16) elements of a F32/F16/BF16 array at p as 16 floats (zero beyond n). */
 INLINE __m512 load16_float(const uint8_t *p, const loam_dtype t, int64_t n) {
     __mmask16 mk = mask16(n);
-    if (t == LOAM_DTYPE_F32) return _mm512_maskz_loadu_ps(mk, p);
+    if (t == LOAM_DTYPE_F32)
+        return _mm512_maskz_loadu_ps(mk, p);
     __m256i h = _mm256_maskz_loadu_epi16(mk, p);
     if (t == LOAM_DTYPE_BF16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -48,9 +49,12 @@ INLINE __m512 load16_float(const uint8_t *p, const loam_dtype t, int64_t n) {
 INLINE __m512 load16_scales(const void *base, loam_dtype t, size_t gi, int64_t n) {
     const uint8_t *p = (const uint8_t *)base + gi * (t == LOAM_DTYPE_F32 ? 4u : 2u);
     switch (t) {
-    case LOAM_DTYPE_F32: return load16_float(p, LOAM_DTYPE_F32, n);
-    case LOAM_DTYPE_BF16: return load16_float(p, LOAM_DTYPE_BF16, n);
-    default: return load16_float(p, LOAM_DTYPE_F16, n);
+    case LOAM_DTYPE_F32:
+        return load16_float(p, LOAM_DTYPE_F32, n);
+    case LOAM_DTYPE_BF16:
+        return load16_float(p, LOAM_DTYPE_BF16, n);
+    default:
+        return load16_float(p, LOAM_DTYPE_F16, n);
     }
 }
 
@@ -65,21 +69,22 @@ INLINE void q4_pair(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     const uint8_t *w = (const uint8_t *)W->w;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512i lo[4], hi[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
         const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
-        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u),
-                                 _MM_HINT_T0);
+        if (A == 1)
+            _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)ng * 32u),
+                         _MM_HINT_T0);
         __m512i wv = g + 1 < gn ? _mm512_loadu_si512(wp)
                                 : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)wp));
         lo[i] = _mm512_and_si512(wv, m4);
         hi[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m4);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < A; j++) {
         const int8_t *q = xq->q + ((size_t)(a + j) * (size_t)gp + (size_t)(g0 + g)) * 64u;
         __m512i xlo = _mm512_load_si512(q), xhi = _mm512_load_si512(q + 64);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], xlo);
             s = _mm512_dpbusd_epi32(s, hi[i], xhi);
@@ -97,20 +102,21 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     const __m512i pair0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     /* a 1×1 tile alternates two accumulators so consecutive pairs do not wait on one FMA */
     __m512 acc[4][4], acc2[4][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int j = 0; j < A; j++)
+            acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
 
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         const int64_t gn = ng - g0 < 16 ? ng - g0 : 16;
         __m512 sd[4][4]; /* s_g·d_g of 16 groups for each (row, activation row) */
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             size_t gi = (size_t)(r + i) * (size_t)ng + (size_t)g0;
             __m512 s16 = load16_scales(W->scales, st, gi, gn);
             __m512 b16 = load16_scales(W->biases, st, gi, gn);
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int j = 0; j < A; j++) {
                 size_t o = (size_t)(a + j) * (size_t)gp + (size_t)g0;
                 sd[i][j] = _mm512_mul_ps(s16, _mm512_load_ps(xq->d + o));
@@ -126,11 +132,12 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
             q4_pair(W, r, xq, a, g0, g + 2, gn, idx, sd, R * A == 1 ? acc2 : acc, R, A);
             idx = _mm512_add_epi32(idx, two);
         }
-        if (g < gn) q4_pair(W, r, xq, a, g0, g, gn, idx, sd, acc, R, A);
+        if (g < gn)
+            q4_pair(W, r, xq, a, g0, g, gn, idx, sd, acc, R, A);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
                 _mm512_reduce_add_ps(_mm512_add_ps(acc[i][j], acc2[i][j]));
@@ -149,23 +156,24 @@ static void q4_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, flo
 // ---- dense F32 / F16 / BF16 -------------------------------------------------------------------
 
 /* 16 columns from c (n of them valid, n may exceed 16) of every (row, activation row). */
-INLINE void dense_step(const uint8_t *w, int64_t k, int64_t r, const float *x, int64_t a,
-                       int64_t c, int64_t n, __m512 acc[4][4], const int R, const int A,
-                       const loam_dtype t) {
+INLINE void dense_step(const uint8_t *w, int64_t k, int64_t r, const float *x, int64_t a, int64_t c,
+                       int64_t n, __m512 acc[4][4], const int R, const int A, const loam_dtype t) {
     const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     __m512 wv[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
         const uint8_t *wp = w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es;
-        if (A == 1) _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)k * es),
-                                 _MM_HINT_T0);
+        if (A == 1)
+            _mm_prefetch((const char *)(wp + (size_t)R * PREFETCH_ROWS * (size_t)k * es),
+                         _MM_HINT_T0);
         wv[i] = load16_float(wp, t, n);
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < A; j++) {
         __m512 xv = _mm512_maskz_loadu_ps(mask16(n), x + (size_t)(a + j) * (size_t)k + (size_t)c);
-        #pragma GCC unroll 4
-        for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
 }
 
@@ -174,19 +182,21 @@ INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a
     const int64_t k = W->k;
     const uint8_t *w = (const uint8_t *)W->w;
     __m512 acc[4][4], acc2[4][4]; /* acc2: second accumulator of a 1×1 tile */
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int j = 0; j < A; j++)
+            acc[i][j] = acc2[i][j] = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 32 <= k; c += 32) {
         dense_step(w, k, r, x, a, c, 16, acc, R, A, t);
         dense_step(w, k, r, x, a, c + 16, 16, R * A == 1 ? acc2 : acc, R, A, t);
     }
-    for (; c < k; c += 16) dense_step(w, k, r, x, a, c, k - c, acc, R, A, t);
-    #pragma GCC unroll 4
+    for (; c < k; c += 16)
+        dense_step(w, k, r, x, a, c, k - c, acc, R, A, t);
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++)
             y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
                 _mm512_reduce_add_ps(_mm512_add_ps(acc[i][j], acc2[i][j]));
@@ -196,9 +206,15 @@ INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_
                            const int R, const int A) {
     const float *xf = (const float *)x;
     switch (W->dtype) {
-    case LOAM_DTYPE_F32: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32); break;
-    case LOAM_DTYPE_BF16: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16); break;
-    default: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16); break;
+    case LOAM_DTYPE_F32:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32);
+        break;
+    case LOAM_DTYPE_BF16:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16);
+        break;
+    default:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16);
+        break;
     }
 }
 
@@ -220,8 +236,10 @@ static float dot_qf(const uint8_t *q, const float *s, const float *b, int gs, co
         const uint8_t *qg = q + g * gs;
         const float *xg = x + g * gs;
         for (int i = 0; i < gs; i += 32) {
-            __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + i))));
-            __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + i + 16))));
+            __m512 q0 = _mm512_cvtepi32_ps(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + i))));
+            __m512 q1 = _mm512_cvtepi32_ps(
+                _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + i + 16))));
             acc0 = _mm512_fmadd_ps(_mm512_fmadd_ps(q0, vs, vb), _mm512_loadu_ps(xg + i), acc0);
             acc1 = _mm512_fmadd_ps(_mm512_fmadd_ps(q1, vs, vb), _mm512_loadu_ps(xg + i + 16), acc1);
         }
@@ -233,7 +251,11 @@ const loam__kernels loam__kernels_avx512 = {
     .name = "avx512vnni",
     .act_order = LOAM__ACT_PAIRS,
     .q4 = {.mv_rows = 1, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
-    .dense = {.mv_rows = 1, .mm_rows = 4, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
+    .dense = {.mv_rows = 1,
+              .mm_rows = 4,
+              .mm_acts = 4,
+              .mv = dense_mv,
+              .mm = dense_mm,
               .one = dense_one},
     .dot_qf = dot_qf,
 };

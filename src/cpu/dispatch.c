@@ -54,7 +54,8 @@ static int cpu_can_run(const loam__kernels *kt) {
 #include <sys/auxv.h>
 static const loam__kernels *const k_tables[] = {&loam__kernels_neon, &loam__kernels_scalar};
 static int cpu_can_run(const loam__kernels *kt) {
-    if (kt == &loam__kernels_neon) return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    if (kt == &loam__kernels_neon)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
     return 1;
 }
 #else
@@ -65,19 +66,21 @@ static int cpu_can_run(const loam__kernels *kt) {
 }
 #endif
 
-#define N_TABLES (sizeof k_tables / sizeof k_tables[0])
-#define ROW_BLOCK 16 /* a multiple of every table's mv_rows and mm_rows */
+#define N_TABLES  (sizeof k_tables / sizeof k_tables[0])
+#define ROW_BLOCK 16  /* a multiple of every table's mv_rows and mm_rows */
 #define GEN_CHUNK 512 /* generic path: elements unpacked at a time (a multiple of 128) */
 
 // ---- selection --------------------------------------------------------------------------------
 
 const loam__kernels *loam__cpu_kernels_named(const char *name) {
-    if (!name) return NULL;
+    if (!name)
+        return NULL;
     for (size_t i = 0; i < N_TABLES; i++) {
         const char *tn = k_tables[i]->name;
-        int match = strcmp(name, tn) == 0 ||
-                    (strcmp(name, "avx512") == 0 && strcmp(tn, "avx512vnni") == 0);
-        if (match) return cpu_can_run(k_tables[i]) ? k_tables[i] : NULL;
+        int match =
+            strcmp(name, tn) == 0 || (strcmp(name, "avx512") == 0 && strcmp(tn, "avx512vnni") == 0);
+        if (match)
+            return cpu_can_run(k_tables[i]) ? k_tables[i] : NULL;
     }
     return NULL;
 }
@@ -85,19 +88,25 @@ const loam__kernels *loam__cpu_kernels_named(const char *name) {
 const loam__kernels *loam__cpu_kernels(void) {
     static const loam__kernels *_Atomic chosen; /* set once; racing first calls agree */
     const loam__kernels *kt = chosen;
-    if (kt) return kt;
+    if (kt)
+        return kt;
     kt = loam__cpu_kernels_named(getenv("LOAM_CPU"));
     for (size_t i = 0; !kt && i < N_TABLES; i++)
-        if (cpu_can_run(k_tables[i])) kt = k_tables[i];
+        if (cpu_can_run(k_tables[i]))
+            kt = k_tables[i];
     chosen = kt;
     return kt;
 }
 
-const char *loam_cpu_kernels_name(void) { return loam__cpu_kernels()->name; }
+const char *loam_cpu_kernels_name(void) {
+    return loam__cpu_kernels()->name;
+}
 
 // ---- activation quantization ------------------------------------------------------------------
 
-static int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+static int64_t round_up(int64_t v, int64_t a) {
+    return (v + a - 1) / a * a;
+}
 
 /* Byte offset of element i (0..63) of group g inside an activation row. */
 static size_t act_pos(int order, int64_t g, int i) {
@@ -117,13 +126,15 @@ void loam__quantize_act(const float *x, int64_t k, int order, int64_t a0, int64_
         float *sum = (float *)xq->sum + (size_t)a * (size_t)gp;
         for (int64_t g = g0; g < g1 && g < gp; g++) {
             if (g >= xq->n_groups) { /* padding group */
-                for (int i = 0; i < 64; i++) q[act_pos(order, g, i)] = 0;
+                for (int i = 0; i < 64; i++)
+                    q[act_pos(order, g, i)] = 0;
                 d[g] = c[g] = sum[g] = 0.0f;
                 continue;
             }
             const float *xg = x + (size_t)a * (size_t)k + (size_t)g * 64u;
             float amax = 0.0f, s = 0.0f;
-            for (int i = 0; i < 64; i++) amax = fmaxf(amax, fabsf(xg[i]));
+            for (int i = 0; i < 64; i++)
+                amax = fmaxf(amax, fabsf(xg[i]));
             float step = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
             int32_t qs = 0;
             for (int i = 0; i < 64; i++) {
@@ -140,7 +151,8 @@ void loam__quantize_act(const float *x, int64_t k, int order, int64_t a0, int64_
 }
 
 size_t loam__matmul_scratch_bytes(int64_t m, int64_t k) {
-    if (m <= 0 || k <= 0) return 64;
+    if (m <= 0 || k <= 0)
+        return 64;
     uint64_t gp = (uint64_t)round_up((k + 63) / 64, 16), row = gp * 64u + 3u * gp * 4u, n;
     if (loam__mul_u64(row, (uint64_t)m, &n) || loam__add_u64(n, 64u, &n) || n > SIZE_MAX)
         return SIZE_MAX;
@@ -170,14 +182,18 @@ static void tiles_run(const loam__tiles *t, const loam__qmat *W, const void *x, 
         int64_t a = 0;
         for (; a + t->mm_acts <= m; a += t->mm_acts) {
             int64_t r = rb;
-            for (; r + t->mm_rows <= re; r += t->mm_rows) t->mm(W, r, x, a, y);
+            for (; r + t->mm_rows <= re; r += t->mm_rows)
+                t->mm(W, r, x, a, y);
             for (; r < re; r++)
-                for (int64_t j = a; j < a + t->mm_acts; j++) t->one(W, r, x, j, y);
+                for (int64_t j = a; j < a + t->mm_acts; j++)
+                    t->one(W, r, x, j, y);
         }
         for (; a < m; a++) {
             int64_t r = rb;
-            for (; r + t->mv_rows <= re; r += t->mv_rows) t->mv(W, r, x, a, y);
-            for (; r < re; r++) t->one(W, r, x, a, y);
+            for (; r + t->mv_rows <= re; r += t->mv_rows)
+                t->mv(W, r, x, a, y);
+            for (; r < re; r++)
+                t->one(W, r, x, a, y);
         }
     }
 }
@@ -185,29 +201,44 @@ static void tiles_run(const loam__tiles *t, const loam__qmat *W, const void *x, 
 /* Generic path: unpack GEN_CHUNK elements of one row into bytes (whole packs: 8 values in 3
  * bytes for 3 bits, in 5 for 5 bits, 4 in 3 for 6 bits, 2 per byte for 4, 4 per byte for 2;
  * 8-bit rows are used as they are), then the table's dot_qf with every activation row. */
-static inline void unpack_packs(const uint8_t *src, int64_t n_packs, const int bits,
-                                const int per, const int bytes, uint8_t *q) {
+static inline void unpack_packs(const uint8_t *src, int64_t n_packs, const int bits, const int per,
+                                const int bytes, uint8_t *q) {
     const uint64_t mask = (1u << bits) - 1u;
     /* one 8-byte load per pack while 8 bytes remain in the chunk, byte by byte after */
     const int64_t fast = n_packs * bytes >= 8 ? (n_packs * bytes - 8) / bytes + 1 : 0;
     for (int64_t p = 0; p < n_packs; p++) {
         uint64_t v = 0;
-        if (p < fast) v = loam__rd_u64le(src + p * bytes);
+        if (p < fast)
+            v = loam__rd_u64le(src + p * bytes);
         else
-            for (int b = 0; b < bytes; b++) v |= (uint64_t)src[p * bytes + b] << (8 * b);
-        for (int e = 0; e < per; e++) q[p * per + e] = (uint8_t)((v >> (e * bits)) & mask);
+            for (int b = 0; b < bytes; b++)
+                v |= (uint64_t)src[p * bytes + b] << (8 * b);
+        for (int e = 0; e < per; e++)
+            q[p * per + e] = (uint8_t)((v >> (e * bits)) & mask);
     }
 }
 
 static void unpack_chunk(const uint8_t *row, int bits, int64_t j0, int64_t len, uint8_t *q) {
     const uint8_t *src = row + (size_t)j0 * (size_t)bits / 8u;
     switch (bits) {
-    case 2: unpack_packs(src, len / 4, 2, 4, 1, q); break;
-    case 3: unpack_packs(src, len / 8, 3, 8, 3, q); break;
-    case 4: unpack_packs(src, len / 2, 4, 2, 1, q); break;
-    case 5: unpack_packs(src, len / 8, 5, 8, 5, q); break;
-    case 6: unpack_packs(src, len / 4, 6, 4, 3, q); break;
-    default: memcpy(q, src, (size_t)len); break;
+    case 2:
+        unpack_packs(src, len / 4, 2, 4, 1, q);
+        break;
+    case 3:
+        unpack_packs(src, len / 8, 3, 8, 3, q);
+        break;
+    case 4:
+        unpack_packs(src, len / 2, 4, 2, 1, q);
+        break;
+    case 5:
+        unpack_packs(src, len / 8, 5, 8, 5, q);
+        break;
+    case 6:
+        unpack_packs(src, len / 4, 6, 4, 3, q);
+        break;
+    default:
+        memcpy(q, src, (size_t)len);
+        break;
     }
 }
 
@@ -220,7 +251,8 @@ static void generic_run(const loam__kernels *kt, const loam__qmat *W, const floa
     float s[GEN_CHUNK / 32], b[GEN_CHUNK / 32];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)W->w + (size_t)r * row_bytes;
-        for (int64_t a = 0; a < m; a++) y[(size_t)a * (size_t)n + (size_t)r] = 0.0f;
+        for (int64_t a = 0; a < m; a++)
+            y[(size_t)a * (size_t)n + (size_t)r] = 0.0f;
         for (int64_t j0 = 0; j0 < k; j0 += GEN_CHUNK) {
             int64_t len = k - j0 < GEN_CHUNK ? k - j0 : GEN_CHUNK;
             const uint8_t *q = row + j0;
@@ -244,27 +276,34 @@ enum { PATH_Q4, PATH_DENSE, PATH_GENERIC };
 
 static void rows_run(const loam__kernels *kt, int path, const loam__qmat *W, const float *x,
                      const loam__actq *xq, int64_t m, int64_t r0, int64_t r1, float *y) {
-    if (r0 >= r1) return;
-    if (path == PATH_Q4) tiles_run(&kt->q4, W, xq, m, r0, r1, y);
-    else if (path == PATH_DENSE) tiles_run(&kt->dense, W, x, m, r0, r1, y);
-    else generic_run(kt, W, x, m, r0, r1, y);
+    if (r0 >= r1)
+        return;
+    if (path == PATH_Q4)
+        tiles_run(&kt->q4, W, xq, m, r0, r1, y);
+    else if (path == PATH_DENSE)
+        tiles_run(&kt->dense, W, x, m, r0, r1, y);
+    else
+        generic_run(kt, W, x, m, r0, r1, y);
 }
 
 void loam__matmul_with(const loam__kernels *kt, const loam__qmat *W, const float *x, int64_t m,
                        float *y, int n_threads, void *scratch) {
     LOAM_ASSERT(loam__qmat_check(W, NULL) == LOAM_OK);
-    if (m <= 0) return;
+    if (m <= 0)
+        return;
     const int64_t n = W->n, k = W->k;
     int path = PATH_DENSE;
     if (W->dtype == LOAM_DTYPE_U32)
         path = W->fmt.bits == 4 && W->fmt.group_size == 64 ? PATH_Q4 : PATH_GENERIC;
     loam__actq xq = {0};
-    if (path == PATH_Q4) xq = act_layout(scratch, m, k);
+    if (path == PATH_Q4)
+        xq = act_layout(scratch, m, k);
     const int64_t n_chunks = xq.n_gpad / 16; /* activation quantization work items per row */
 
     int64_t nt = n_threads > 0 ? n_threads : omp_get_max_threads();
     int64_t max_nt = (n + ROW_BLOCK - 1) / ROW_BLOCK;
-    if (nt > max_nt) nt = max_nt;
+    if (nt > max_nt)
+        nt = max_nt;
     if (nt <= 1) {
         if (path == PATH_Q4)
             loam__quantize_act(x, k, kt->act_order, 0, m, 0, xq.n_gpad, &xq);
@@ -296,7 +335,8 @@ loam_status loam_qmatmul(const float *x, int64_t m, const void *wq, const void *
                          int n_threads, loam_err *err) {
     loam__qmat W = {LOAM_DTYPE_U32, fmt, wq, scales, biases, n, k};
     loam_status s = loam__qmat_check(&W, err);
-    if (s != LOAM_OK) return s;
+    if (s != LOAM_OK)
+        return s;
     if (m <= 0 || !x || !y)
         return loam__fail(err, LOAM_E_INVAL, "qmatmul: m = %lld, x or y NULL", (long long)m);
     size_t nb = loam__matmul_scratch_bytes(m, k);

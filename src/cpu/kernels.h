@@ -50,15 +50,15 @@ typedef struct loam__actq {
 typedef void (*loam__tile_fn)(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y);
 
 typedef struct loam__tiles {
-    int mv_rows;           /* rows of the matrix-vector tile (× 1 activation row) */
-    int mm_rows, mm_acts;  /* the matrix-matrix tile */
+    int mv_rows;               /* rows of the matrix-vector tile (× 1 activation row) */
+    int mm_rows, mm_acts;      /* the matrix-matrix tile */
     loam__tile_fn mv, mm, one; /* one: 1 row × 1 activation row, for leftovers */
 } loam__tiles;
 
 typedef struct loam__kernels {
-    const char *name; /* "scalar", "avx2", "avx512vnni", "neon" */
-    int act_order;    /* LOAM__ACT_EVEN_ODD or LOAM__ACT_PAIRS */
-    loam__tiles q4;   /* 4-bit, group 64, scales/biases of any float dtype */
+    const char *name;  /* "scalar", "avx2", "avx512vnni", "neon" */
+    int act_order;     /* LOAM__ACT_EVEN_ODD or LOAM__ACT_PAIRS */
+    loam__tiles q4;    /* 4-bit, group 64, scales/biases of any float dtype */
     loam__tiles dense; /* F32 / F16 / BF16 weights */
     /* The generic path (every width and group size but 4-bit/64): Σ_i (s_g·q_i + b_g)·x_i
      * over len elements (a whole number of groups of gs), q one unsigned byte per element

@@ -12,8 +12,8 @@
  *
  * Dense F32/F16/BF16: 4 weights per load as float (bf16: widen with shift 16, f16: fcvtl), one
  * FMA per activation row, k % 4 tail in scalar code.
- * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x. Weight loads are byte loads (vld1q_u8)
- * reinterpreted, so unaligned mmap data is fine.
+ * Generic widths: bytes of q widened to float, w = fma(q, s, b), one FMA with x. Weight loads are
+ * byte loads (vld1q_u8) reinterpreted, so unaligned mmap data is fine.
  */
 #if defined(__aarch64__)
 #include "cpu/kernels.h"
@@ -24,7 +24,8 @@
 
 /* n (<= 16) elements from index gi of a F32/F16/BF16 array, as floats. */
 static void load_floats(const void *base, loam_dtype t, size_t gi, int64_t n, float *out) {
-    for (int64_t i = 0; i < n; i++) out[i] = loam__load_float(base, t, gi + (size_t)i);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = loam__load_float(base, t, gi + (size_t)i);
 }
 
 // ---- 4-bit, group 64 --------------------------------------------------------------------------
@@ -37,9 +38,9 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     const uint8x16_t m4 = vdupq_n_u8(0x0f);
     float32x4_t acc[4][4];
     float accs[4][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             acc[i][j] = vdupq_n_f32(0.0f);
             accs[i][j] = 0.0f;
@@ -47,7 +48,7 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
     for (int64_t g0 = 0; g0 < ng; g0 += 16) {
         const int64_t gn = ng - g0 < 16 ? ng - g0 : 16;
         float s[4][16], b[4][16];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             size_t gi = (size_t)(r + i) * (size_t)ng + (size_t)g0;
             load_floats(W->scales, st, gi, gn, s[i]);
@@ -55,7 +56,7 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
         }
         for (int64_t g = 0; g < gn; g++) {
             int8x16_t lo0[4], lo1[4], hi0[4], hi1[4];
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
                 const uint8_t *wp = w + ((size_t)(r + i) * (size_t)ng + (size_t)(g0 + g)) * 32u;
                 uint8x16_t w0 = vld1q_u8(wp), w1 = vld1q_u8(wp + 16);
@@ -64,14 +65,14 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
                 hi0[i] = vreinterpretq_s8_u8(vshrq_n_u8(w0, 4));
                 hi1[i] = vreinterpretq_s8_u8(vshrq_n_u8(w1, 4));
             }
-            #pragma GCC unroll 4
+#pragma GCC unroll 4
             for (int j = 0; j < A; j++) {
                 size_t o = (size_t)(a + j) * (size_t)gp + (size_t)(g0 + g);
                 const int8_t *q = xq->q + o * 64u;
                 int8x16_t x0 = vld1q_s8(q), x1 = vld1q_s8(q + 16);
                 int8x16_t x2 = vld1q_s8(q + 32), x3 = vld1q_s8(q + 48);
                 float d = xq->d[o], c = xq->c[o], sum = xq->sum[o];
-                #pragma GCC unroll 4
+#pragma GCC unroll 4
                 for (int i = 0; i < R; i++) {
                     int32x4_t dot = vdotq_s32(vdupq_n_s32(0), lo0[i], x0);
                     dot = vdotq_s32(dot, lo1[i], x1);
@@ -83,11 +84,12 @@ INLINE void q4_tile(const loam__qmat *W, int64_t r, const loam__actq *xq, int64_
             }
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++)
-            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] = vaddvq_f32(acc[i][j]) + accs[i][j];
+            y[(size_t)(a + j) * (size_t)W->n + (size_t)(r + i)] =
+                vaddvq_f32(acc[i][j]) + accs[i][j];
 }
 
 static void q4_mv(const loam__qmat *W, int64_t r, const void *x, int64_t a, float *y) {
@@ -103,9 +105,11 @@ static void q4_one(const loam__qmat *W, int64_t r, const void *x, int64_t a, flo
 // ---- dense F32 / F16 / BF16 -------------------------------------------------------------------
 
 INLINE float32x4_t load4_w(const uint8_t *p, const loam_dtype t) {
-    if (t == LOAM_DTYPE_F32) return vreinterpretq_f32_u8(vld1q_u8(p));
+    if (t == LOAM_DTYPE_F32)
+        return vreinterpretq_f32_u8(vld1q_u8(p));
     uint16x4_t h = vreinterpret_u16_u8(vld1_u8(p));
-    if (t == LOAM_DTYPE_BF16) return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
+    if (t == LOAM_DTYPE_BF16)
+        return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
     return vcvt_f32_f16(vreinterpret_f16_u16(h));
 }
 
@@ -115,25 +119,28 @@ INLINE void dense_tile(const loam__qmat *W, int64_t r, const float *x, int64_t a
     const size_t es = t == LOAM_DTYPE_F32 ? 4u : 2u;
     const uint8_t *w = (const uint8_t *)W->w;
     float32x4_t acc[4][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < A; j++) acc[i][j] = vdupq_n_f32(0.0f);
+#pragma GCC unroll 4
+        for (int j = 0; j < A; j++)
+            acc[i][j] = vdupq_n_f32(0.0f);
     int64_t c = 0;
     for (; c + 4 <= k; c += 4) {
         float32x4_t wv[4];
-        #pragma GCC unroll 4
-        for (int i = 0; i < R; i++) wv[i] = load4_w(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            wv[i] = load4_w(w + ((size_t)(r + i) * (size_t)k + (size_t)c) * es, t);
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             float32x4_t xv = vld1q_f32(x + (size_t)(a + j) * (size_t)k + (size_t)c);
-            #pragma GCC unroll 4
-            for (int i = 0; i < R; i++) acc[i][j] = vfmaq_f32(acc[i][j], wv[i], xv);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++)
+                acc[i][j] = vfmaq_f32(acc[i][j], wv[i], xv);
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int j = 0; j < A; j++) {
             float s = vaddvq_f32(acc[i][j]);
             for (int64_t cc = c; cc < k; cc++)
@@ -147,9 +154,15 @@ INLINE void dense_dispatch(const loam__qmat *W, int64_t r, const void *x, int64_
                            const int R, const int A) {
     const float *xf = (const float *)x;
     switch (W->dtype) {
-    case LOAM_DTYPE_F32: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32); break;
-    case LOAM_DTYPE_BF16: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16); break;
-    default: dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16); break;
+    case LOAM_DTYPE_F32:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F32);
+        break;
+    case LOAM_DTYPE_BF16:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_BF16);
+        break;
+    default:
+        dense_tile(W, r, xf, a, y, R, A, LOAM_DTYPE_F16);
+        break;
     }
 }
 
@@ -186,7 +199,11 @@ const loam__kernels loam__kernels_neon = {
     .name = "neon",
     .act_order = LOAM__ACT_EVEN_ODD,
     .q4 = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = q4_mv, .mm = q4_mm, .one = q4_one},
-    .dense = {.mv_rows = 4, .mm_rows = 2, .mm_acts = 4, .mv = dense_mv, .mm = dense_mm,
+    .dense = {.mv_rows = 4,
+              .mm_rows = 2,
+              .mm_acts = 4,
+              .mv = dense_mv,
+              .mm = dense_mm,
               .one = dense_one},
     .dot_qf = dot_qf,
 };

@@ -36,7 +36,8 @@ static void dense_one(const loam__qmat *W, int64_t r, const void *xv, int64_t a,
     float acc = 0.0f;
     switch (W->dtype) {
     case LOAM_DTYPE_F32:
-        for (int64_t j = 0; j < k; j++) acc += loam__rd_f32le(w + (base + (size_t)j) * 4u) * x[j];
+        for (int64_t j = 0; j < k; j++)
+            acc += loam__rd_f32le(w + (base + (size_t)j) * 4u) * x[j];
         break;
     case LOAM_DTYPE_BF16:
         for (int64_t j = 0; j < k; j++)
@@ -65,7 +66,11 @@ const loam__kernels loam__kernels_scalar = {
     .name = "scalar",
     .act_order = LOAM__ACT_EVEN_ODD,
     .q4 = {.mv_rows = 1, .mm_rows = 1, .mm_acts = 1, .mv = q4_one, .mm = q4_one, .one = q4_one},
-    .dense = {.mv_rows = 1, .mm_rows = 1, .mm_acts = 1, .mv = dense_one, .mm = dense_one,
+    .dense = {.mv_rows = 1,
+              .mm_rows = 1,
+              .mm_acts = 1,
+              .mv = dense_one,
+              .mm = dense_one,
               .one = dense_one},
     .dot_qf = dot_qf,
 };
