@@ -108,12 +108,14 @@ static int64_t round_up(int64_t v, int64_t a) {
     return (v + a - 1) / a * a;
 }
 
-/* Byte offset of element i (0..63) of group g inside an activation row. */
-static size_t act_pos(int order, int64_t g, int i) {
-    if (order == LOAM__ACT_PAIRS)
-        return (size_t)(g >> 1) * 128u + (size_t)(g & 1) * 32u + (size_t)(i & 1) * 64u +
-               (size_t)(i >> 1);
-    return (size_t)g * 64u + (size_t)(i & 1) * 32u + (size_t)(i >> 1);
+/* round-to-nearest-even of v for |v| < 2^22, as rintf, without a libm call: adding 1.5·2^23
+ * leaves the rounded integer in the low mantissa bits. Defined for any input (a NaN gives an
+ * arbitrary value, which the caller clamps). */
+static inline int32_t round_small(float v) {
+    float y = v + 12582912.0f;
+    uint32_t u;
+    memcpy(&u, &y, 4);
+    return (int32_t)(u - 0x4B400000u);
 }
 
 void loam__quantize_act(const float *x, int64_t k, int order, int64_t a0, int64_t a1, int64_t g0,
@@ -125,23 +127,37 @@ void loam__quantize_act(const float *x, int64_t k, int order, int64_t a0, int64_
         float *c = (float *)xq->c + (size_t)a * (size_t)gp;
         float *sum = (float *)xq->sum + (size_t)a * (size_t)gp;
         for (int64_t g = g0; g < g1 && g < gp; g++) {
+            /* where the 32 even and the 32 odd elements of group g go (kernels.h) */
+            size_t lo = order == LOAM__ACT_PAIRS ? (size_t)(g >> 1) * 128u + (size_t)(g & 1) * 32u
+                                                 : (size_t)g * 64u;
+            size_t hi = lo + (order == LOAM__ACT_PAIRS ? 64u : 32u);
             if (g >= xq->n_groups) { /* padding group */
-                for (int i = 0; i < 64; i++)
-                    q[act_pos(order, g, i)] = 0;
+                memset(q + lo, 0, 32);
+                memset(q + hi, 0, 32);
                 d[g] = c[g] = sum[g] = 0.0f;
                 continue;
             }
             const float *xg = x + (size_t)a * (size_t)k + (size_t)g * 64u;
-            float amax = 0.0f, s = 0.0f;
-            for (int i = 0; i < 64; i++)
-                amax = fmaxf(amax, fabsf(xg[i]));
+            /* four independent max / sum chains (one chain of 64 float adds is the slow part) */
+            float am[4] = {0.0f, 0.0f, 0.0f, 0.0f}, ps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int i = 0; i < 64; i += 4)
+                for (int u = 0; u < 4; u++) {
+                    float v = fabsf(xg[i + u]);
+                    am[u] = v > am[u] ? v : am[u];
+                    ps[u] += xg[i + u];
+                }
+            float amax = am[0] > am[1] ? am[0] : am[1], amax2 = am[2] > am[3] ? am[2] : am[3];
+            amax = amax > amax2 ? amax : amax2;
+            float s = (ps[0] + ps[1]) + (ps[2] + ps[3]);
             float step = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
             int32_t qs = 0;
-            for (int i = 0; i < 64; i++) {
-                float v = fminf(fmaxf(rintf(xg[i] * inv), -127.0f), 127.0f); /* NaN → -127 */
-                q[act_pos(order, g, i)] = (int8_t)v;
-                qs += (int32_t)v;
-                s += xg[i];
+            for (int j = 0; j < 32; j++) {
+                int32_t e = round_small(xg[2 * j] * inv), o = round_small(xg[2 * j + 1] * inv);
+                e = e > 127 ? 127 : e < -127 ? -127 : e; /* |x·inv| <= 127 but for NaN/inf */
+                o = o > 127 ? 127 : o < -127 ? -127 : o;
+                q[lo + (size_t)j] = (int8_t)e;
+                q[hi + (size_t)j] = (int8_t)o;
+                qs += e + o;
             }
             d[g] = step;
             c[g] = 8.0f * (s - step * (float)qs);
