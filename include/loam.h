@@ -366,7 +366,10 @@ LOAM_API loam_status loam_tokenizer_open(loam_tokenizer **out, const char *token
                                          loam_err *err);
 /* Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json: its bos_token,
  * eos_token and pad_token strings (or {"content": ...} objects) are resolved to ids, and its
- * raw text is kept for the chat template. A missing tokenizer_config.json is not an error. */
+ * raw text is kept for the chat template. DIR/chat_template.jinja, when present, is kept too
+ * and is the chat template in place of tokenizer_config.json's "chat_template" (as transformers
+ * >= 4.47 saves it); an empty one is LOAM_E_FORMAT. A missing tokenizer_config.json is not an
+ * error. */
 LOAM_API loam_status loam_tokenizer_open_dir(loam_tokenizer **out, const char *model_dir,
                                              loam_err *err);
 /* Loads tokenizer.json text from memory (json is borrowed for the call; need not be
@@ -493,10 +496,11 @@ LOAM_API loam_status loam_chat_apply(const char *config_json, size_t config_len,
                                      bool add_generation_prompt, char **out, size_t *out_len,
                                      loam_err *err);
 
-/* loam_chat_apply() with the tokenizer_config.json text kept by loam_tokenizer_open_dir():
- * the model's own chat template and special tokens. *out (NUL-terminated) is released with
- * loam_free(). LOAM_E_NOTFOUND when the tokenizer was not opened from a directory with a
- * tokenizer_config.json; other errors as loam_chat_apply. Thread-safe for a const tokenizer. */
+/* loam_chat_apply() with the tokenizer_config.json text (and chat_template.jinja as the
+ * template override) kept by loam_tokenizer_open_dir(): the model's own chat template and
+ * special tokens. *out (NUL-terminated) is released with loam_free(). LOAM_E_NOTFOUND when the
+ * tokenizer was not opened from a directory with a tokenizer_config.json or a
+ * chat_template.jinja; other errors as loam_chat_apply. Thread-safe for a const tokenizer. */
 LOAM_API loam_status loam_tok_apply_chat_template(const loam_tokenizer *tok, const char *messages_json,
                                                   const char *tools_json, const char *extra_json,
                                                   bool add_generation_prompt, char **out,

@@ -293,8 +293,8 @@ loam_status loam_tok_apply_chat_template(const loam_tokenizer *tok, const char *
     const char *cfg = loam__tok_config_text(tok);
     if (!cfg)
         return loam__fail(err, LOAM_E_NOTFOUND,
-                          "chat template: the tokenizer has no tokenizer_config.json (open it with "
-                          "loam_tokenizer_open_dir)");
-    return loam_chat_apply(cfg, strlen(cfg), NULL, messages_json, tools_json, extra_json,
+                          "chat template: the tokenizer has no tokenizer_config.json or "
+                          "chat_template.jinja (open it with loam_tokenizer_open_dir)");
+    return loam_chat_apply(cfg, strlen(cfg), loam__tok_template_text(tok), messages_json, tools_json, extra_json,
                            add_generation_prompt, out, NULL, err);
 }

@@ -31,6 +31,8 @@
  */
 #include "tokenizer.h"
 
+#include <sys/stat.h>
+
 // ---- pool ---------------------------------------------------------------------------------------
 
 static loam_status pool_add(loam_tokenizer *t, const char *s, size_t n, loam__tok_span *out,
@@ -1063,6 +1065,7 @@ void loam_tokenizer_close(loam_tokenizer *t) {
     loam__free(t->id_raw);
     loam__free(t->id_special);
     loam__free(t->config_text);
+    loam__free(t->template_text);
     loam__free(t->pool);
     if (t->gctx)
         pcre2_general_context_free(t->gctx);
@@ -1149,6 +1152,20 @@ loam_status loam_tokenizer_open_dir(loam_tokenizer **out, const char *dir, loam_
         }
         cJSON_Delete(cfg);
     }
+    /* transformers >= 4.47 saves the chat template as its own file; when present it wins over
+     * tokenizer_config.json's "chat_template", as in transformers and `loam template` */
+    snprintf(path, dl + 32, "%s/chat_template.jinja", dir);
+    struct stat sb;
+    if (!st && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        size_t len;
+        st = loam__read_file(path, &t->template_text, &len, err);
+        if (!st && strlen(t->template_text) != len)
+            st = loam__fail(err, LOAM_E_FORMAT, "%s: contains a NUL byte", path);
+        if (!st && !t->template_text[0])
+            st = loam__fail(err, LOAM_E_FORMAT, "%s: empty chat template", path);
+        if (!st && !t->config_text && !(t->config_text = loam__strdup("{}")))
+            st = nomem(err);
+    }
     loam__free(path);
     if (st) {
         loam_tokenizer_close(t);
@@ -1160,6 +1177,9 @@ loam_status loam_tokenizer_open_dir(loam_tokenizer **out, const char *dir, loam_
 
 const char *loam__tok_config_text(const loam_tokenizer *tok) {
     return tok ? tok->config_text : NULL;
+}
+const char *loam__tok_template_text(const loam_tokenizer *tok) {
+    return tok ? tok->template_text : NULL;
 }
 
 // ---- lookups ----------------------------------------------------------------------------------

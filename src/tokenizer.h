@@ -271,7 +271,9 @@ struct loam_tokenizer {
 
     pcre2_general_context *gctx; /* routes PCRE2 allocations through loam__malloc */
 
-    char *config_text; /* tokenizer_config.json as read, NULL when opened from a file */
+    char *config_text; /* tokenizer_config.json as read ("{}" when only chat_template.jinja is
+                        * there), NULL when opened from a file */
+    char *template_text; /* DIR/chat_template.jinja when present (overrides config_text's) */
     int32_t bos_id, eos_id, pad_id;
 };
 
@@ -282,6 +284,7 @@ static inline const char *loam__tok_str(const loam_tokenizer *t, loam__tok_span 
 /* Raw text of tokenizer_config.json when the tokenizer was opened from a model directory, else
  * NULL. Valid until loam_tokenizer_close. For the chat-template engine. */
 const char *loam__tok_config_text(const loam_tokenizer *tok);
+const char *loam__tok_template_text(const loam_tokenizer *tok); /* NULL when no .jinja file */
 
 // ---- tok_text.c -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <unistd.h>
 
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -582,6 +583,63 @@ static void test_tok_apply(void) {
     loam_tokenizer_close(tok);
 }
 
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* DIR/chat_template.jinja (transformers >= 4.47 saves templates there) wins over
+ * tokenizer_config.json's chat_template and is enough without a tokenizer_config.json. */
+static void test_tok_jinja_file(void) {
+    char dir[] = "/tmp/loam-test-jinja.XXXXXX", p[256], cfg[256], jin[256];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    snprintf(jin, sizeof jin, "%s/chat_template.jinja", dir);
+    CHECK(symlink(LOAM_TEST_DIR "/.cache/tokenizer-qwen3/package/models/tokenizer.json", p) == 0);
+    const char *msgs = "[{\"role\": \"user\", \"content\": \"Hi\"}]";
+    loam_tokenizer *tok = NULL;
+    loam_err e;
+    char *out = NULL;
+    /* the .jinja file alone */
+    write_text(jin, "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+                    "{% if add_generation_prompt %}[assistant]{% endif %}");
+    CHECK_OK(loam_tokenizer_open_dir(&tok, dir, &e), e);
+    CHECK_OK(loam_tok_apply_chat_template(tok, msgs, NULL, NULL, true, &out, &e), e);
+    CHECK_STR(out, "[user] Hi\n[assistant]");
+    loam_free(out);
+    loam_tokenizer_close(tok);
+    /* both: the .jinja file wins, the config still gives the special tokens */
+    write_text(cfg, "{\"chat_template\": \"config template\", \"eos_token\": \"<|im_end|>\"}");
+    CHECK_OK(loam_tokenizer_open_dir(&tok, dir, &e), e);
+    CHECK_OK(loam_tok_apply_chat_template(tok, msgs, NULL, NULL, false, &out, &e), e);
+    CHECK_STR(out, "[user] Hi\n");
+    CHECK(loam_tok_eos_id(tok) == loam_tok_id(tok, "<|im_end|>") && loam_tok_eos_id(tok) >= 0);
+    loam_free(out);
+    loam_tokenizer_close(tok);
+    /* without it, the config's template */
+    CHECK(unlink(jin) == 0);
+    CHECK_OK(loam_tokenizer_open_dir(&tok, dir, &e), e);
+    CHECK_OK(loam_tok_apply_chat_template(tok, msgs, NULL, NULL, false, &out, &e), e);
+    CHECK_STR(out, "config template");
+    loam_free(out);
+    loam_tokenizer_close(tok);
+    /* an empty .jinja file is an error naming it */
+    write_text(jin, "");
+    tok = NULL;
+    CHECK_EQ_I64(loam_tokenizer_open_dir(&tok, dir, &e), LOAM_E_FORMAT);
+    CHECK(tok == NULL);
+    CHECK(strstr(e.msg, "chat_template.jinja") != NULL);
+    unlink(jin);
+    unlink(cfg);
+    unlink(p);
+    rmdir(dir);
+}
+
 static void run_tests(void) {
     TEST(test_unit_cases);
     TEST(test_basics);
@@ -595,4 +653,5 @@ static void run_tests(void) {
     TEST(test_apply_config);
     TEST(test_real_templates_transformers);
     TEST(test_tok_apply);
+    TEST(test_tok_jinja_file);
 }
