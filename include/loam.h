@@ -678,7 +678,11 @@ LOAM_API int64_t loam_session_n_tokens(const loam_session *s);
  *  4. otherwise, on the untempered log-probabilities: top_p (keep the highest-ranked tokens
  *     whose higher-ranked predecessors hold less than top_p of the mass, i.e. the smallest
  *     prefix holding at least top_p), then min_p (drop tokens with p < min_p * p_max, keeping
- *     at least min_tokens_to_keep), then top_k (keep the k highest);
+ *     at least min_tokens_to_keep), then XTC when xtc_probability > 0 (a uniform u is drawn;
+ *     when u <= xtc_probability, the survivors' probabilities are renormalized over the
+ *     survivors and every survivor more likely than the least likely one above xtc_threshold
+ *     is removed, xtc_special_tokens excepted: nothing is removed when fewer than two are
+ *     above), then top_k (keep the k highest);
  *  5. draw from softmax(logprob / temperature) over the survivors.
  * "Rank" is a total order: higher log-probability first, lower token id first among exact
  * ties (mlx leaves ties to its sort). Every filter keeps a prefix of that order, so the
@@ -686,7 +690,7 @@ LOAM_API int64_t loam_session_n_tokens(const loam_session *s);
  * NaN logits count as -inf and +inf as FLT_MAX.
  *
  * Random numbers: xoshiro256** seeded by four splitmix64 outputs of the seed; one uniform
- * double (top 53 bits) per sampled token, none for greedy. The stream depends only on the seed,
+ * double (top 53 bits) per sampled token (two with XTC active: its coin first), none for greedy. The stream depends only on the seed,
  * so a seed gives the same tokens on every machine whose float arithmetic and expf/logf agree
  * (IEEE single precision; libms can differ in the last bit, which can flip a draw that lands
  * exactly on a boundary). */
@@ -708,6 +712,12 @@ typedef struct loam_sampler_params {
     float min_p;                /* in [0, 1]; active when > 0. default 0 */
     int32_t min_tokens_to_keep; /* >= 1; min_p never keeps fewer. default 1 */
     int32_t top_k;              /* >= 0; active when > 0 (k >= n_vocab keeps all). default 0 */
+    float xtc_probability;      /* in [0, 1]; XTC ("exclude top choices") active when > 0. default 0 */
+    float xtc_threshold;        /* in [0, 0.5]. default 0.1 (mlx-lm server's) */
+    const int32_t *xtc_special_tokens; /* n_xtc_special_tokens ids XTC never removes, copied by
+                                        * loam_sampler_new; the generation engine fills "\n" and
+                                        * the EOS ids when XTC is active and none are given */
+    size_t n_xtc_special_tokens;
     float repetition_penalty;   /* >= 0; active when != 0 (1 is a no-op). default 0 */
     int32_t repetition_window;  /* >= 1 accepted tokens. default 20 */
     float presence_penalty;     /* finite; active when != 0. default 0 */
@@ -725,7 +735,7 @@ LOAM_API loam_sampler_params loam_sampler_params_default(void);
 /* Creates a sampler for a vocabulary of n_vocab tokens with all its scratch (about 5 bytes per
  * vocabulary entry plus the history window): loam_sampler_sample never allocates.
  * LOAM_E_INVAL names the offending field (a value outside the ranges above, n_vocab < 1);
- * LOAM_E_RANGE for a logit_bias token outside [0, n_vocab). */
+ * LOAM_E_RANGE for a logit_bias or xtc_special_tokens token outside [0, n_vocab). */
 LOAM_API loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *params,
                                       int32_t n_vocab, loam_err *err);
 LOAM_API void loam_sampler_free(loam_sampler *s);

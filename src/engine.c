@@ -61,6 +61,8 @@ struct loam_engine {
     int32_t n_ctx_seq;
     int32_t eos[MAX_EOS];
     int32_t n_eos;
+    int32_t xtc_special[MAX_EOS + 8]; /* XTC's default special tokens: "\n" then the EOS ids */
+    int32_t n_xtc_special;
 
     pthread_t thread;
     bool thread_started;
@@ -408,6 +410,15 @@ loam_status loam_engine_new(loam_engine **out, loam_model *model, const loam_eng
     loam_model_get_info(model, &info);
     e->n_vocab = info.n_vocab;
     e->n_eos = loam_model_eos_ids(model, e->eos, MAX_EOS);
+    { /* as mlx-lm's generate and server: tokenizer.encode("\n") + eos_token_ids */
+        size_t nl = 0;
+        loam_err ignored;
+        if (loam_tok_encode(tok, "\n", 1, false, e->xtc_special, 8, &nl, &ignored) != LOAM_OK)
+            nl = 0; /* a tokenizer without a newline token: only the EOS ids */
+        if (nl > 8) nl = 8;
+        for (int32_t k = 0; k < e->n_eos; k++) e->xtc_special[nl + (size_t)k] = e->eos[k];
+        e->n_xtc_special = (int32_t)nl + e->n_eos;
+    }
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->rate_t0 = loam__now();
@@ -513,7 +524,12 @@ loam_status loam_engine_submit(loam_engine *e, const loam_request_params *p, uin
         goto fail;
     }
     memcpy(r->prompt, p->prompt, p->n_prompt * sizeof *r->prompt);
-    if ((s = loam_sampler_new(&r->sampler, &p->sampling, e->n_vocab, err)) != LOAM_OK) goto fail;
+    loam_sampler_params sp = p->sampling;
+    if (sp.xtc_probability > 0.0f && sp.n_xtc_special_tokens == 0) {
+        sp.xtc_special_tokens = e->xtc_special;
+        sp.n_xtc_special_tokens = (size_t)e->n_xtc_special;
+    }
+    if ((s = loam_sampler_new(&r->sampler, &sp, e->n_vocab, err)) != LOAM_OK) goto fail;
     if ((s = loam_tok_stream_new(e->tok, true, &r->detok, err)) != LOAM_OK) goto fail;
     if ((s = loam_stop_matcher_new(&r->stops, p->stop, p->n_stop, err)) != LOAM_OK) goto fail;
     /* the penalties see the prompt too (as mlx-lm's server does) */

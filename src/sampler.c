@@ -5,7 +5,7 @@
  *   raw logits --logit_bias--> --repetition--> --presence--> --frequency-->   (in place)
  *     --log-softmax--> lp                                                     (in place)
  *     temperature == 0: argmax(lp)
- *     else: survivors = top_p ∘ min_p ∘ top_k of lp (untempered), draw ∝ exp(lp / T)
+ *     else: survivors = top_p ∘ min_p ∘ XTC ∘ top_k of lp (untempered), draw ∝ exp(lp / T)
  *
  * Filters without sorting. Rank every token by (lp descending, id ascending): a strict total
  * order. Each filter keeps a prefix of that order:
@@ -18,6 +18,10 @@
  * (64, 512, ...) by quickselect on the remaining ids plus a heapsort of the new block, so a
  * peaked distribution costs O(n_vocab) and a flat one at worst a full O(n log n) sort.
  * Without top_p the first `bound` ids are selected unsorted (or all ids are used as they are).
+ * XTC removes a prefix of the order except its last token (and the special tokens), so it runs
+ * between min_p and top_k: it counts the survivors above its threshold (L, one pass), selects
+ * and sorts those L, removes them but the last, and top_k then takes the first k of what is
+ * left (the sorted part first, then a selection from the unsorted rest).
  *
  * The draw: u = uniform [0,1) * Σ w, w_i = exp((lp_i - lp_max) / T) accumulated in double over
  * the survivors in a fixed order; the first survivor whose running sum exceeds u wins.
@@ -73,6 +77,7 @@ static double xoshiro_double(uint64_t st[4]) {
 struct loam_sampler {
     loam_sampler_params p; /* p.logit_bias points at bias below */
     loam_logit_bias *bias; /* (n_logit_bias) own copy */
+    int32_t *xtc_special;  /* (n_xtc_special_tokens) own copy */
     int32_t n_vocab;
     uint64_t seed;
     uint64_t rng[4];
@@ -91,6 +96,10 @@ loam_sampler_params loam_sampler_params_default(void) {
     p.min_p = 0.0f;
     p.min_tokens_to_keep = 1;
     p.top_k = 0;
+    p.xtc_probability = 0.0f;
+    p.xtc_threshold = 0.1f;
+    p.xtc_special_tokens = NULL;
+    p.n_xtc_special_tokens = 0;
     p.repetition_penalty = 0.0f;
     p.repetition_window = 20;
     p.presence_penalty = 0.0f;
@@ -132,6 +141,21 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
                           p.min_tokens_to_keep);
     if (p.top_k < 0)
         return loam__fail(err, LOAM_E_INVAL, "sampler: top_k %d must be >= 0", p.top_k);
+    if (!(p.xtc_probability >= 0.0f && p.xtc_probability <= 1.0f))
+        return loam__fail(err, LOAM_E_INVAL, "sampler: xtc_probability %g must be in [0, 1]",
+                          (double)p.xtc_probability);
+    if (!(p.xtc_threshold >= 0.0f && p.xtc_threshold <= 0.5f))
+        return loam__fail(err, LOAM_E_INVAL, "sampler: xtc_threshold %g must be in [0, 0.5]",
+                          (double)p.xtc_threshold);
+    if (p.n_xtc_special_tokens && !p.xtc_special_tokens)
+        return loam__fail(err, LOAM_E_INVAL,
+                          "sampler: xtc_special_tokens is NULL but n_xtc_special_tokens is %zu",
+                          p.n_xtc_special_tokens);
+    for (size_t i = 0; i < p.n_xtc_special_tokens; i++)
+        if (p.xtc_special_tokens[i] < 0 || p.xtc_special_tokens[i] >= n_vocab)
+            return loam__fail(err, LOAM_E_RANGE,
+                              "sampler: xtc_special_tokens[%zu] = %d outside [0, %d)", i,
+                              p.xtc_special_tokens[i], n_vocab);
     if (!(p.repetition_penalty >= 0.0f) || isinf(p.repetition_penalty))
         return loam__fail(err, LOAM_E_INVAL,
                           "sampler: repetition_penalty %g must be finite and >= 0",
@@ -180,11 +204,18 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
     s->mark = loam__calloc((size_t)n_vocab, 1);
     if (p.n_logit_bias)
         s->bias = loam__malloc(p.n_logit_bias * sizeof *s->bias);
-    if (!s->hist || !s->idx || !s->mark || (p.n_logit_bias && !s->bias))
+    if (p.n_xtc_special_tokens)
+        s->xtc_special = loam__malloc(p.n_xtc_special_tokens * sizeof *s->xtc_special);
+    if (!s->hist || !s->idx || !s->mark || (p.n_logit_bias && !s->bias) ||
+        (p.n_xtc_special_tokens && !s->xtc_special))
         goto nomem;
     if (p.n_logit_bias)
         memcpy(s->bias, p.logit_bias, p.n_logit_bias * sizeof *s->bias);
     p.logit_bias = s->bias;
+    if (p.n_xtc_special_tokens)
+        memcpy(s->xtc_special, p.xtc_special_tokens,
+               p.n_xtc_special_tokens * sizeof *s->xtc_special);
+    p.xtc_special_tokens = s->xtc_special;
     s->p = p;
     if (p.seed == LOAM_SEED_RANDOM) {
         struct timespec ts;
@@ -210,6 +241,7 @@ void loam_sampler_free(loam_sampler *s) {
     if (!s)
         return;
     loam__free(s->bias);
+    loam__free(s->xtc_special);
     loam__free(s->hist);
     loam__free(s->idx);
     loam__free(s->mark);
@@ -358,13 +390,15 @@ static void select_top(const float *v, int32_t *x, int64_t n, int64_t k) {
 
 // ---- sampling ---------------------------------------------------------------------------------
 
-/* The survivors of top_p, min_p and top_k on lp [n_vocab]: returns their number `keep`; they
- * are s->idx[0, keep) (in rank order when top_p is active), or, when *all is set, every id. */
-static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool *all) {
+/* The survivors of top_p, min_p and (with_top_k) top_k on lp [n_vocab]: returns their number
+ * `keep`; they are s->idx[0, keep) (in rank order when top_p is active), or, when *all is set,
+ * every id. */
+static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool with_top_k,
+                         bool *all) {
     const loam_sampler_params *p = &s->p;
     const int64_t n = s->n_vocab;
     int64_t bound = n;
-    if (p->top_k > 0 && p->top_k < bound)
+    if (with_top_k && p->top_k > 0 && p->top_k < bound)
         bound = p->top_k;
     if (p->min_p > 0.0f) {
         float thr = lpmax + (float)log((double)p->min_p);
@@ -402,6 +436,57 @@ static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool *al
         have = want;
         want = want * 8 < bound ? want * 8 : bound;
     }
+}
+
+/* XTC then top_k on the survivors of top_p and min_p (s->idx[0, keep), or every id when *all),
+ * given the XTC coin u: returns the new keep, with *all and s->idx updated. */
+static int64_t xtc_then_top_k(loam_sampler *s, const float *lp, float lpmax, int64_t keep,
+                              bool *all, double u) {
+    const loam_sampler_params *p = &s->p;
+    const bool apply = u <= (double)p->xtc_probability; /* mlx-lm: skipped when u > probability */
+    const bool top_k = p->top_k > 0 && p->top_k < keep;
+    if (!apply && !top_k)
+        return keep;
+    if (*all) {
+        for (int64_t i = 0; i < keep; i++)
+            s->idx[i] = (int32_t)i;
+        *all = false;
+    }
+    int64_t sorted = 0; /* s->idx[0, sorted) are in rank order, ahead of the rest */
+    if (apply) {
+        /* probabilities renormalized over the survivors: q = w / Σw, w = exp(lp - lpmax) */
+        double total = 0.0;
+        for (int64_t r = 0; r < keep; r++)
+            total += exp((double)(lp[s->idx[r]] - lpmax));
+        const double cut = (double)p->xtc_threshold * total;
+        int64_t above = 0;
+        for (int64_t r = 0; r < keep; r++)
+            above += exp((double)(lp[s->idx[r]] - lpmax)) > cut;
+        if (above >= 2) {
+            select_top(lp, s->idx, keep, above);
+            sort_rank(lp, s->idx, above);
+            const float lmin = lp[s->idx[above - 1]]; /* the least likely above the threshold */
+            for (size_t j = 0; j < p->n_xtc_special_tokens; j++)
+                s->mark[p->xtc_special_tokens[j]] = 1;
+            int64_t out = 0;
+            for (int64_t r = 0; r < keep; r++) {
+                int32_t i = s->idx[r];
+                if (r < above - 1 && lp[i] > lmin && !s->mark[i])
+                    continue; /* removed: more likely than lmin's token, not special */
+                s->idx[out++] = i;
+            }
+            for (size_t j = 0; j < p->n_xtc_special_tokens; j++)
+                s->mark[p->xtc_special_tokens[j]] = 0;
+            sorted = above - (keep - out);
+            keep = out;
+        }
+    }
+    if (p->top_k > 0 && p->top_k < keep) {
+        if (p->top_k > sorted)
+            select_top(lp, s->idx + sorted, keep - sorted, p->top_k - sorted);
+        keep = p->top_k;
+    }
+    return keep;
 }
 
 int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
@@ -446,7 +531,14 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
     }
 
     bool all;
-    const int64_t keep = survivors(s, lp, lpmax, &all);
+    int64_t keep;
+    if (p->xtc_probability > 0.0f) {
+        double coin = xoshiro_double(s->rng);
+        keep = survivors(s, lp, lpmax, false, &all);
+        keep = xtc_then_top_k(s, lp, lpmax, keep, &all, coin);
+    } else {
+        keep = survivors(s, lp, lpmax, true, &all);
+    }
 
     /* draw from exp((lp - lpmax) / T) over the survivors */
     double total = 0.0;

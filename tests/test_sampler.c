@@ -5,6 +5,9 @@
  * the twin's, on hand cases (with ties) and on random 152k vocabularies; empirical frequencies
  * from a fixed seed must pass a chi-square test against the twin's distribution. The sampler is
  * included as source to reach its file-local helpers.
+ * XTC's twin is mlx-lm's apply_xtc read literally: probs = softmax of the masked log-probs,
+ * mask = probs > min(probs where probs > threshold), special tokens unmasked; top_k then keeps
+ * the k highest of what is left.
  */
 #include "../src/sampler.c"
 
@@ -23,8 +26,10 @@ static int cmp_rank(const void *a, const void *b) {
 }
 
 /* lp: log-probabilities (double). Writes the final distribution (0 for removed tokens) into
- * prob and returns the number of survivors. */
-static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params *p, double *prob) {
+ * prob and returns the number of survivors. XTC (when p->xtc_probability > 0) is applied when
+ * xtc_coin <= p->xtc_probability. */
+static int64_t ref_filter_xtc(const double *lp, int64_t n, const loam_sampler_params *p,
+                              double xtc_coin, double *prob) {
     double *m = malloc((size_t)n * sizeof *m);
     int32_t *order = malloc((size_t)n * sizeof *order);
     for (int64_t i = 0; i < n; i++) {
@@ -47,9 +52,33 @@ static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params
             if (r >= p->min_tokens_to_keep && lp[order[r]] < thr)
                 m[order[r]] = -INFINITY;
     }
-    if (p->top_k > 0)
-        for (int64_t r = p->top_k; r < n; r++)
-            m[order[r]] = -INFINITY;
+    if (p->xtc_probability > 0 && xtc_coin <= p->xtc_probability) {
+        double mx = -INFINITY, tot = 0, lo = INFINITY;
+        for (int64_t i = 0; i < n; i++)
+            mx = m[i] > mx ? m[i] : mx;
+        double *q = malloc((size_t)n * sizeof *q);
+        for (int64_t i = 0; i < n; i++)
+            tot += q[i] = exp(m[i] - mx);
+        for (int64_t i = 0; i < n; i++) {
+            q[i] /= tot;
+            if (q[i] > p->xtc_threshold && q[i] < lo)
+                lo = q[i];
+        }
+        for (int64_t i = 0; i < n; i++) {
+            bool special = false;
+            for (size_t j = 0; j < p->n_xtc_special_tokens; j++)
+                special |= p->xtc_special_tokens[j] == i;
+            if (q[i] > lo && !special)
+                m[i] = -INFINITY;
+        }
+        free(q);
+    }
+    if (p->top_k > 0) { /* the k highest of what is left, in rank order */
+        int64_t seen = 0;
+        for (int64_t r = 0; r < n; r++)
+            if (m[order[r]] != -INFINITY && ++seen > p->top_k)
+                m[order[r]] = -INFINITY;
+    }
     double mx = -INFINITY, tot = 0;
     for (int64_t i = 0; i < n; i++)
         mx = m[i] > mx ? m[i] : mx;
@@ -63,6 +92,10 @@ static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params
     free(m);
     free(order);
     return kept;
+}
+
+static int64_t ref_filter(const double *lp, int64_t n, const loam_sampler_params *p, double *prob) {
+    return ref_filter_xtc(lp, n, p, 1.0, prob);
 }
 
 static void log_softmax_d(const float *z, int64_t n, double *lp) {
@@ -82,8 +115,9 @@ static loam_sampler *mk(loam_sampler_params p, int32_t n_vocab) {
     return s;
 }
 
-/* The sampler's survivor set for logits z as a 0/1 mask; returns the count. */
-static int64_t sampler_kept(loam_sampler *s, const float *z, uint8_t *mask) {
+/* The sampler's survivor set for logits z as a 0/1 mask, with the XTC coin xtc_coin; returns
+ * the count. */
+static int64_t sampler_kept_xtc(loam_sampler *s, const float *z, double xtc_coin, uint8_t *mask) {
     int64_t n = s->n_vocab;
     float *lp = malloc((size_t)n * sizeof *lp);
     memcpy(lp, z, (size_t)n * sizeof *lp);
@@ -98,12 +132,19 @@ static int64_t sampler_kept(loam_sampler *s, const float *z, uint8_t *mask) {
         lpmax = lp[i] > lpmax ? lp[i] : lpmax;
     }
     bool all;
-    int64_t keep = survivors(s, lp, lpmax, &all);
+    const bool xtc = s->p.xtc_probability > 0;
+    int64_t keep = survivors(s, lp, lpmax, !xtc, &all);
+    if (xtc)
+        keep = xtc_then_top_k(s, lp, lpmax, keep, &all, xtc_coin);
     memset(mask, 0, (size_t)n);
     for (int64_t r = 0; r < keep; r++)
         mask[all ? r : s->idx[r]] = 1;
     free(lp);
     return keep;
+}
+
+static int64_t sampler_kept(loam_sampler *s, const float *z, uint8_t *mask) {
+    return sampler_kept_xtc(s, z, 0.0, mask);
 }
 
 // ---- tests ------------------------------------------------------------------------------------
@@ -116,6 +157,7 @@ static void test_defaults_and_validation(void) {
     CHECK_EQ_I64(p.frequency_window, 20);
     CHECK_EQ_I64(p.min_tokens_to_keep, 1);
     CHECK(p.seed == LOAM_SEED_RANDOM);
+    CHECK(p.xtc_probability == 0.0f && p.xtc_threshold == 0.1f && p.n_xtc_special_tokens == 0);
 
     loam_sampler *s = (loam_sampler *)1;
     loam_err e;
@@ -142,6 +184,13 @@ static void test_defaults_and_validation(void) {
     BAD((q.logit_bias = &bad_tok, q.n_logit_bias = 1), LOAM_E_RANGE, "token 100");
     BAD((q.logit_bias = &bad_val, q.n_logit_bias = 1), LOAM_E_INVAL, "token 3");
     BAD(q.n_logit_bias = 2, LOAM_E_INVAL, "logit_bias is NULL");
+    BAD(q.xtc_probability = 1.5f, LOAM_E_INVAL, "xtc_probability");
+    BAD(q.xtc_threshold = 0.6f, LOAM_E_INVAL, "xtc_threshold");
+    BAD(q.xtc_threshold = NAN, LOAM_E_INVAL, "xtc_threshold");
+    int32_t bad_special = 100;
+    BAD((q.xtc_special_tokens = &bad_special, q.n_xtc_special_tokens = 1), LOAM_E_RANGE,
+        "xtc_special_tokens[0] = 100");
+    BAD(q.n_xtc_special_tokens = 1, LOAM_E_INVAL, "xtc_special_tokens is NULL");
 #undef BAD
     loam_sampler_params q = loam_sampler_params_default();
     CHECK_EQ_I64(loam_sampler_new(&s, &q, 0, &e), LOAM_E_INVAL);
@@ -281,6 +330,61 @@ static void test_filters_hand(void) {
     }
 }
 
+/* XTC on the hand distribution of test_filters_hand (ranks 3, 0, 4, 1, 2 with 0.4, 0.2, 0.2,
+ * 0.1, 0.1). */
+static void test_xtc_hand(void) {
+    const double pr[5] = {0.2, 0.1, 0.1, 0.4, 0.2};
+    float z[5];
+    for (int i = 0; i < 5; i++)
+        z[i] = (float)log(pr[i]);
+    int32_t special3 = 3, special0 = 0;
+    struct {
+        float thr, top_p;
+        int32_t top_k;
+        const int32_t *special;
+        double coin;
+        const char *kept;
+    } cases[] = {
+        {0.15f, 1.0f, 0, NULL, 0.0, "11101"},  /* above: 3, 0, 4; least likely 0.2: 3 goes */
+        {0.3f, 1.0f, 0, NULL, 0.0, "11111"},   /* only 3 above: nothing removed */
+        {0.05f, 1.0f, 0, NULL, 0.0, "01100"},  /* all above, least 0.1: 3, 0, 4 go */
+        {0.0f, 1.0f, 0, NULL, 0.0, "01100"},   /* threshold 0 likewise */
+        {0.5f, 1.0f, 0, NULL, 0.0, "11111"},   /* none above */
+        {0.15f, 1.0f, 0, &special3, 0.0, "11111"},
+        {0.05f, 1.0f, 0, &special0, 0.0, "11100"}, /* 0 stays, 3 and 4 go */
+        {0.15f, 1.0f, 2, NULL, 0.0, "10001"},  /* then top_k 2 of 0, 4, 1, 2 */
+        {0.15f, 1.0f, 0, NULL, 0.6, "11111"},  /* the coin says no (probability 0.5) */
+        {0.15f, 1.0f, 2, NULL, 0.6, "10010"},  /* ... and top_k alone */
+        {0.2f, 0.61f, 0, NULL, 0.0, "10001"},  /* renormalized over top_p's 3: 0.5, 0.25, 0.25 */
+        {0.3f, 0.61f, 0, NULL, 0.0, "10011"},  /* only 3 (0.5) above */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        loam_sampler_params p = loam_sampler_params_default();
+        p.temperature = 1.0f;
+        p.top_p = cases[c].top_p;
+        p.top_k = cases[c].top_k;
+        p.xtc_probability = 0.5f;
+        p.xtc_threshold = cases[c].thr;
+        p.xtc_special_tokens = cases[c].special;
+        p.n_xtc_special_tokens = cases[c].special ? 1 : 0;
+        loam_sampler *s = mk(p, 5);
+        uint8_t mask[5];
+        sampler_kept_xtc(s, z, cases[c].coin, mask);
+        char got[6] = {0};
+        for (int i = 0; i < 5; i++)
+            got[i] = mask[i] ? '1' : '0';
+        if (strcmp(got, cases[c].kept) != 0)
+            fprintf(stderr, "xtc case %zu: kept %s, want %s\n", c, got, cases[c].kept);
+        CHECK_STR(got, cases[c].kept);
+        double lp[5], prob[5];
+        log_softmax_d(z, 5, lp);
+        ref_filter_xtc(lp, 5, &p, cases[c].coin, prob);
+        for (int i = 0; i < 5; i++)
+            CHECK((prob[i] > 0) == (cases[c].kept[i] == '1'));
+        loam_sampler_free(s);
+    }
+}
+
 static uint64_t lcg_state = 12345;
 static double lcg_uniform(void) {
     lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
@@ -302,6 +406,15 @@ static void test_filters_large(void) {
         {1.0f, 0.1f, 0, 5.0}, {0.999f, 0, 0, 0.5}, /* flat: the prefix grows to most of it */
         {0.7f, 0, 1000, 0.3},
     };
+    /* XTC cases: a few dozen tokens are made likely (bumps) so that several pass the threshold */
+    struct {
+        float top_p, min_p, thr;
+        int32_t top_k;
+    } xcases[] = {
+        {1.0f, 0, 0.02f, 0}, {0.9f, 0, 0.03f, 0}, {1.0f, 0.01f, 0.01f, 30},
+        {0.95f, 0, 0.1f, 5}, {1.0f, 0, 0.0f, 0},
+    };
+    int32_t special[3] = {0};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (int32_t i = 0; i < n; i++) {
             /* a few repeated values make ties */
@@ -335,10 +448,120 @@ static void test_filters_large(void) {
         CHECK_EQ_I64(diff, 0);
         loam_sampler_free(s);
     }
+    for (size_t c = 0; c < sizeof xcases / sizeof xcases[0]; c++) {
+        for (int32_t i = 0; i < n; i++) {
+            double g = lcg_uniform();
+            z[i] = (float)(4.0 * g * g * g);
+        }
+        for (int b = 0; b < 40; b++) { /* bumps, some tied */
+            int32_t at = (int32_t)(lcg_uniform() * n);
+            z[at] = (float)(12.0 + (b % 7) * 0.25);
+            if (b < 3)
+                special[b] = at;
+        }
+        loam_sampler_params p = loam_sampler_params_default();
+        p.temperature = 0.8f;
+        p.top_p = xcases[c].top_p;
+        p.min_p = xcases[c].min_p;
+        p.top_k = xcases[c].top_k;
+        p.xtc_probability = 1.0f;
+        p.xtc_threshold = xcases[c].thr;
+        if (c % 2) {
+            p.xtc_special_tokens = special;
+            p.n_xtc_special_tokens = 3;
+        }
+        loam_sampler *s = mk(p, n);
+        int64_t keep = sampler_kept_xtc(s, z, 0.5, mask);
+        float *lpf = malloc((size_t)n * sizeof *lpf);
+        memcpy(lpf, z, (size_t)n * sizeof *lpf);
+        double mx = -INFINITY, sum = 0;
+        for (int32_t i = 0; i < n; i++)
+            mx = lpf[i] > mx ? lpf[i] : mx;
+        for (int32_t i = 0; i < n; i++)
+            sum += expf(lpf[i] - (float)mx);
+        float lse = (float)mx + (float)log(sum);
+        for (int32_t i = 0; i < n; i++)
+            lp[i] = (double)(lpf[i] - lse);
+        free(lpf);
+        int64_t want = ref_filter_xtc(lp, n, &p, 0.5, prob);
+        /* XTC removed something (the case is not vacuous) */
+        loam_sampler_params q = p;
+        q.xtc_probability = 0;
+        double *prob0 = malloc((size_t)n * sizeof *prob0);
+        int64_t without = ref_filter(lp, n, &q, prob0);
+        free(prob0);
+        if (xcases[c].top_k == 0 && !(want < without))
+            fprintf(stderr, "xtc large case %zu: %lld kept with XTC, %lld without\n", c,
+                    (long long)want, (long long)without);
+        if (xcases[c].top_k == 0)
+            CHECK(want < without);
+        CHECK_EQ_I64(keep, want);
+        int64_t diff = 0;
+        for (int32_t i = 0; i < n; i++)
+            diff += (mask[i] != 0) != (prob[i] > 0);
+        CHECK_EQ_I64(diff, 0);
+        loam_sampler_free(s);
+    }
     free(z);
     free(lp);
     free(prob);
     free(mask);
+}
+
+/* With xtc_probability 0.5, draws follow the even mixture of the distributions with and without
+ * XTC (one coin per draw), and the reported logprob is that of the distribution drawn from. */
+static void test_xtc_distribution(void) {
+    const int n = 12;
+    float z0[12];
+    for (int i = 0; i < n; i++)
+        z0[i] = (float)(0.37 * i - 0.05 * i * i + (i == 7 ? 1.0 : 0.0));
+    loam_sampler_params p = loam_sampler_params_default();
+    p.temperature = 0.9f;
+    p.xtc_probability = 0.5f;
+    p.xtc_threshold = 0.09f;
+    p.seed = 77;
+    loam_sampler *s = mk(p, n);
+    double lp[12], with[12], without[12];
+    log_softmax_d(z0, n, lp);
+    ref_filter_xtc(lp, n, &p, 0.0, with);
+    ref_filter_xtc(lp, n, &p, 1.0, without);
+    int removed = 0;
+    for (int i = 0; i < n; i++)
+        removed += with[i] == 0 && without[i] > 0;
+    CHECK(removed >= 1);
+    const int draws = 200000;
+    int64_t count[12] = {0};
+    int bad_logprob = 0;
+    for (int d = 0; d < draws; d++) {
+        float z[12], logprob;
+        memcpy(z, z0, sizeof z);
+        int32_t t = loam_sampler_sample(s, z, &logprob);
+        if (t < 0 || t >= n) {
+            CHECK(0);
+            break;
+        }
+        count[t]++;
+        bool ok = fabs(logprob - log(without[t])) <= 1e-5 ||
+                  (with[t] > 0 && fabs(logprob - log(with[t])) <= 1e-5);
+        bad_logprob += !ok;
+    }
+    CHECK_EQ_I64(bad_logprob, 0);
+    double chi2 = 0;
+    int cells = 0;
+    for (int i = 0; i < n; i++) {
+        double e = 0.5 * (with[i] + without[i]) * draws;
+        if (e == 0) {
+            CHECK_EQ_I64(count[i], 0);
+            continue;
+        }
+        cells++;
+        chi2 += ((double)count[i] - e) * ((double)count[i] - e) / e;
+    }
+    double df = cells - 1;
+    if (!(chi2 < df + 6 * sqrt(2 * df) + 10))
+        fprintf(stderr, "xtc mixture: chi2 %.2f with %g degrees of freedom\n", chi2, df);
+    CHECK(chi2 < df + 6 * sqrt(2 * df) + 10);
+    loam_sampler_free(s);
 }
 
 /* Empirical frequencies with a fixed seed against the exact filtered distribution. */
@@ -768,6 +991,8 @@ static void run_tests(void) {
     TEST(test_greedy);
     TEST(test_filters_hand);
     TEST(test_filters_large);
+    TEST(test_xtc_hand);
+    TEST(test_xtc_distribution);
     TEST(test_distribution);
     TEST(test_determinism);
     TEST(test_penalties);

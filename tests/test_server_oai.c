@@ -65,6 +65,11 @@ static void test_completion(void) {
     loam__oai_req_clear(&r);
     CHECK(parse(LOAM__OAI_COMPLETION, "{\"prompt\":\"x\",\"max_completion_tokens\":9}", &r, &e));
     CHECK_EQ_I64(r.max_tokens, 9);
+    CHECK(isnan(r.xtc_probability) && isnan(r.xtc_threshold)); /* unset: the sampler defaults */
+    loam__oai_req_clear(&r);
+    CHECK(parse(LOAM__OAI_COMPLETION, "{\"prompt\":\"x\",\"xtc_probability\":0.5,\"xtc_threshold\":0.2}", &r, &e));
+    CHECK_CLOSE(r.xtc_probability, 0.5, 0);
+    CHECK_CLOSE(r.xtc_threshold, 0.2, 0);
     loam__oai_req_clear(&r);
 }
 
@@ -115,6 +120,9 @@ static void test_errors(void) {
         {"\"tools\":{}}", "tools"},
         {"\"stream_options\":{\"include_usage\":\"yes\"}}", "stream_options.include_usage"},
         {"\"presence_penalty\":5}", "presence_penalty"},
+        {"\"xtc_probability\":1.5}", "xtc_probability"},
+        {"\"xtc_threshold\":0.6}", "xtc_threshold"},
+        {"\"xtc_threshold\":\"low\"}", "xtc_threshold"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(buf, sizeof buf, "%s%s", okm, bad[i].field);

@@ -15,6 +15,7 @@ static const char *k_generate_help =
     "usage: loam generate [-m DIR] [-a DIR | --no-adapter] [--prompt TEXT | --prompt-file F]\n"
     "                     [--chat] [--system TEXT] [--no-think] [-n K] [--max-tokens N]\n"
     "                     [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
+    "                     [--xtc-probability P] [--xtc-threshold T]\n"
     "                     [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty P]\n"
     "                     [--seed S] [--stop S]... [--ctx N] [-t THREADS] [--quiet]\n"
     "\n"
@@ -33,6 +34,9 @@ static const char *k_generate_help =
     "      --max-tokens N     tokens per completion (default 200)\n"
     "      --temperature T    0 = greedy (default: generation_config.json, else 0.8)\n"
     "      --top-p P, --top-k K, --min-p P       filters (FORMATS.md §7.3 order)\n"
+    "      --xtc-probability P, --xtc-threshold T\n"
+    "                         XTC: with probability P, drop every token more likely than\n"
+    "                         the least likely one above T (default 0.1), except \"\\n\" and EOS\n"
     "      --repeat-penalty R, --presence-penalty P, --frequency-penalty P\n"
     "      --seed S           same seed, same text (default: from the clock)\n"
     "      --stop S           stop before the string S (repeatable)\n"
@@ -47,7 +51,7 @@ typedef struct gen_opts {
     const char *model, *adapter, *prompt, *prompt_file, *system;
     bool no_adapter, chat, no_think, quiet, seed_given;
     long long n, max_tokens, top_k, ctx, threads;
-    double temperature, top_p, min_p, repeat, presence, frequency;
+    double temperature, top_p, min_p, repeat, presence, frequency, xtc_probability, xtc_threshold;
     unsigned long long seed;
     const char *stop[8];
     int n_stop;
@@ -125,6 +129,8 @@ static int parse_gen_opts(const char *cmd, int argc, char **argv, gen_opts *o) {
     o->temperature = NAN;
     o->top_p = NAN;
     o->min_p = NAN;
+    o->xtc_probability = NAN;
+    o->xtc_threshold = NAN;
     o->repeat = NAN;
     o->presence = NAN;
     o->frequency = NAN;
@@ -163,6 +169,8 @@ static int parse_gen_opts(const char *cmd, int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) F64_OPT(temperature);
         else if (!strcmp(a, "--top-p")) F64_OPT(top_p);
         else if (!strcmp(a, "--min-p")) F64_OPT(min_p);
+        else if (!strcmp(a, "--xtc-probability")) F64_OPT(xtc_probability);
+        else if (!strcmp(a, "--xtc-threshold")) F64_OPT(xtc_threshold);
         else if (!strcmp(a, "--repeat-penalty")) F64_OPT(repeat);
         else if (!strcmp(a, "--presence-penalty")) F64_OPT(presence);
         else if (!strcmp(a, "--frequency-penalty")) F64_OPT(frequency);
@@ -193,6 +201,10 @@ static int parse_gen_opts(const char *cmd, int argc, char **argv, gen_opts *o) {
         return cli_usage_error(cmd, "--top-p must be in [0, 1]");
     if (!isnan(o->min_p) && (o->min_p < 0 || o->min_p > 1))
         return cli_usage_error(cmd, "--min-p must be in [0, 1]");
+    if (!isnan(o->xtc_probability) && (o->xtc_probability < 0 || o->xtc_probability > 1))
+        return cli_usage_error(cmd, "--xtc-probability must be in [0, 1]");
+    if (!isnan(o->xtc_threshold) && (o->xtc_threshold < 0 || o->xtc_threshold > 0.5))
+        return cli_usage_error(cmd, "--xtc-threshold must be in [0, 0.5]");
     if (o->prompt && o->prompt_file) return cli_usage_error(cmd, "give --prompt or --prompt-file");
     return 0;
 }
@@ -232,6 +244,8 @@ static int open_model(const char *cmd, gen_opts *o, loam_model **m, loam_generat
     if (!isnan(o->temperature)) gp->sampling.temperature = (float)o->temperature;
     if (!isnan(o->top_p)) gp->sampling.top_p = (float)o->top_p;
     if (!isnan(o->min_p)) gp->sampling.min_p = (float)o->min_p;
+    if (!isnan(o->xtc_probability)) gp->sampling.xtc_probability = (float)o->xtc_probability;
+    if (!isnan(o->xtc_threshold)) gp->sampling.xtc_threshold = (float)o->xtc_threshold;
     if (o->top_k >= 0) gp->sampling.top_k = (int32_t)o->top_k;
     if (!isnan(o->repeat)) gp->sampling.repetition_penalty = (float)o->repeat;
     if (!isnan(o->presence)) gp->sampling.presence_penalty = (float)o->presence;

@@ -427,6 +427,8 @@ static void fill_sampling(const loam__oai_req *q, loam_sampler_params *sp) {
     sp->temperature = isnan(q->temperature) ? 1.0f : (float)q->temperature; /* OpenAI's default */
     if (!isnan(q->top_p)) sp->top_p = (float)q->top_p;
     if (!isnan(q->min_p)) sp->min_p = (float)q->min_p;
+    if (!isnan(q->xtc_probability)) sp->xtc_probability = (float)q->xtc_probability;
+    if (!isnan(q->xtc_threshold)) sp->xtc_threshold = (float)q->xtc_threshold;
     if (q->top_k >= 0) sp->top_k = q->top_k;
     if (!isnan(q->repetition_penalty)) sp->repetition_penalty = (float)q->repetition_penalty;
     sp->presence_penalty = (float)q->presence_penalty;

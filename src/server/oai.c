@@ -11,6 +11,7 @@
  *   prompt              completions only: a string (or an array of exactly one string)
  *   max_tokens / max_completion_tokens   integer >= 0
  *   temperature 0..2, top_p 0..1, min_p 0..1, top_k >= 0 integer
+ *   xtc_probability 0..1, xtc_threshold 0..0.5 (mlx-lm's XTC; its default threshold 0.1)
  *   repetition_penalty > 0, presence_penalty and frequency_penalty -2..2, *_context_size >= 0
  *   logit_bias          object {"token id": bias -100..100}, ids < n_vocab
  *   seed                integer (any sign; used modulo 2^64)
@@ -235,6 +236,8 @@ bool loam__oai_parse(loam__oai_kind kind, const char *body, size_t len, int32_t 
     req->temperature = NAN;
     req->top_p = NAN;
     req->min_p = NAN;
+    req->xtc_probability = NAN;
+    req->xtc_threshold = NAN;
     req->top_k = -1;
     req->repetition_penalty = NAN;
     req->presence_penalty = 0;
@@ -297,6 +300,8 @@ bool loam__oai_parse(loam__oai_kind kind, const char *body, size_t len, int32_t 
     if (!get_number(root, "temperature", 0, 2, &req->temperature, e)) goto fail;
     if (!get_number(root, "top_p", 0, 1, &req->top_p, e)) goto fail;
     if (!get_number(root, "min_p", 0, 1, &req->min_p, e)) goto fail;
+    if (!get_number(root, "xtc_probability", 0, 1, &req->xtc_probability, e)) goto fail;
+    if (!get_number(root, "xtc_threshold", 0, 0.5, &req->xtc_threshold, e)) goto fail;
     if (!get_int(root, "top_k", 0, 1e9, &req->top_k, e)) goto fail;
     if (!get_number(root, "repetition_penalty", 1e-6, 100, &req->repetition_penalty, e)) goto fail;
     if (!get_number(root, "presence_penalty", -2, 2, &req->presence_penalty, e)) goto fail;

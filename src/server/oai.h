@@ -25,7 +25,7 @@ typedef struct loam__oai_req {
     char *kwargs_json;   /* chat: chat_template_kwargs object as JSON, or NULL */
     char *prompt;        /* completion: the prompt text */
     int32_t max_tokens;  /* -1 when not given */
-    double temperature, top_p, min_p;
+    double temperature, top_p, min_p, xtc_probability, xtc_threshold;
     int32_t top_k;
     double repetition_penalty, presence_penalty, frequency_penalty;
     int32_t penalty_window;

@@ -158,6 +158,13 @@ try {
         JSON.stringify([crowd[0].json?.choices?.[0]?.message?.content, alone.json?.choices?.[0]?.message?.content]));
   check('mixed adapters in one batch', crowd.every((x) => x.status === 200));
 
+  // XTC (mlx-lm's xtc_probability / xtc_threshold): seeded requests repeat, alone or together
+  const xb = chatBody({ temperature: 0.9, seed: 99, max_tokens: 20, xtc_probability: 1.0, xtc_threshold: 0.1 });
+  const [x1, x2] = await Promise.all([post(s.base, '/v1/chat/completions', xb, auth), post(s.base, '/v1/chat/completions', xb, auth)]);
+  check('xtc 200', x1.status === 200 && x2.status === 200, `${x1.status} ${x2.status}`);
+  check('xtc: same seed same text', x1.json?.choices?.[0]?.message?.content === x2.json?.choices?.[0]?.message?.content);
+  check('xtc threshold out of range 400', isOpenAIError(await post(s.base, '/v1/chat/completions', chatBody({ xtc_threshold: 0.75 }), auth), 400, 'xtc_threshold'));
+
   // stop strings: cut the greedy text at a substring of it
   const full = msg?.content ?? '';
   if (full.length >= 6) {
