@@ -37,6 +37,7 @@
  * 0's (the adapter geometry is per projection, not per layer).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "convert.h"
 #include "json.h"
 #include "lora.h"
 
@@ -89,6 +90,7 @@ typedef struct fuse_ctx {
     const loam_fuse_params *p;
     loam_modeldir *md;
     cJSON *config;
+    loam__numkinds kinds; /* config's numbers that were floats in config.json */
     loam__adapter *ad;
     fmat *mods;
     int32_t n_mods;
@@ -372,238 +374,23 @@ static loam_status fill_quant(void *user, void *dst, uint64_t n_bytes, loam_err 
     return LOAM_OK;
 }
 
-// ---- JSON as Python's json.dump(indent=4) writes it -------------------------------------------
+// ---- JSON files -------------------------------------------------------------------------------
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = loam__realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_indent(sbuf *b, int level) {
-    sb_put(b, "\n", 1);
-    for (int i = 0; i < level; i++)
-        sb_put(b, "    ", 4);
-}
-
-/* ensure_ascii: non-ASCII as \uXXXX (surrogate pairs above the BMP), lowercase hex. The input
- * is valid UTF-8 (loam__json_parse checked it). */
-static void sb_string(sbuf *b, const char *s) {
-    sb_put(b, "\"", 1);
-    const unsigned char *u = (const unsigned char *)s;
-    char tmp[16];
-    while (*u) {
-        uint32_t cp = *u;
-        int len = 1;
-        if (cp >= 0xF0) {
-            cp = ((cp & 0x07u) << 18) | ((u[1] & 0x3Fu) << 12) | ((u[2] & 0x3Fu) << 6) |
-                 (u[3] & 0x3Fu);
-            len = 4;
-        } else if (cp >= 0xE0) {
-            cp = ((cp & 0x0Fu) << 12) | ((u[1] & 0x3Fu) << 6) | (u[2] & 0x3Fu);
-            len = 3;
-        } else if (cp >= 0xC0) {
-            cp = ((cp & 0x1Fu) << 6) | (u[1] & 0x3Fu);
-            len = 2;
-        }
-        u += len;
-        switch (cp) {
-        case '"':
-            sb_puts(b, "\\\"");
-            continue;
-        case '\\':
-            sb_puts(b, "\\\\");
-            continue;
-        case '\n':
-            sb_puts(b, "\\n");
-            continue;
-        case '\r':
-            sb_puts(b, "\\r");
-            continue;
-        case '\t':
-            sb_puts(b, "\\t");
-            continue;
-        case '\b':
-            sb_puts(b, "\\b");
-            continue;
-        case '\f':
-            sb_puts(b, "\\f");
-            continue;
-        default:
-            break;
-        }
-        if (cp >= 0x20 && cp < 0x7F) {
-            char ch = (char)cp;
-            sb_put(b, &ch, 1);
-        } else if (cp < 0x10000) {
-            snprintf(tmp, sizeof tmp, "\\u%04x", cp);
-            sb_puts(b, tmp);
-        } else {
-            cp -= 0x10000;
-            snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
-            sb_puts(b, tmp);
-        }
-    }
-    sb_put(b, "\"", 1);
-}
-
-/* Python's repr of a float (shortest round trip; fixed for 1e-4 <= |v| < 1e16, else d.ddde±XX),
- * except that integral values are written as integers. */
-static void sb_number(sbuf *b, double v) {
-    char out[64];
-    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
-        snprintf(out, sizeof out, "%.0f", v);
-        if (strcmp(out, "-0") == 0)
-            snprintf(out, sizeof out, "-0.0");
-        sb_puts(b, out);
-        return;
-    }
-    char e[40];
-    for (int prec = 0; prec < 17; prec++) {
-        snprintf(e, sizeof e, "%.*e", prec, v);
-        if (strtod(e, NULL) == v)
-            break;
-    }
-    /* e = [-]d[.ddd]e±XX */
-    const char *p = e;
-    bool neg = *p == '-';
-    if (neg)
-        p++;
-    char digits[24];
-    size_t nd = 0;
-    for (; *p && *p != 'e'; p++)
-        if (*p != '.')
-            digits[nd++] = *p;
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    digits[nd] = 0;
-    int exp10 = atoi(p + 1);
-    size_t at = 0;
-    if (neg)
-        out[at++] = '-';
-    if (exp10 >= -4 && exp10 < 16) {
-        if (exp10 < 0) {
-            out[at++] = '0';
-            out[at++] = '.';
-            for (int i = 0; i < -exp10 - 1; i++)
-                out[at++] = '0';
-            for (size_t i = 0; i < nd; i++)
-                out[at++] = digits[i];
-        } else {
-            for (int i = 0; i <= exp10; i++)
-                out[at++] = (size_t)i < nd ? digits[i] : '0';
-            out[at++] = '.';
-            if ((size_t)exp10 + 1 < nd)
-                for (size_t i = (size_t)exp10 + 1; i < nd; i++)
-                    out[at++] = digits[i];
-            else
-                out[at++] = '0';
-        }
-        out[at] = 0;
-    } else {
-        out[at++] = digits[0];
-        if (nd > 1) {
-            out[at++] = '.';
-            for (size_t i = 1; i < nd; i++)
-                out[at++] = digits[i];
-        }
-        snprintf(out + at, sizeof out - at, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
-    }
-    sb_puts(b, out);
-}
-
-static int cmp_keys(const void *a, const void *b) {
-    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
-    return strcmp(x->string, y->string);
-}
-
-static void sb_json(sbuf *b, const cJSON *v, int level, bool sort_keys) {
-    if (cJSON_IsNull(v))
-        sb_puts(b, "null");
-    else if (cJSON_IsTrue(v))
-        sb_puts(b, "true");
-    else if (cJSON_IsFalse(v))
-        sb_puts(b, "false");
-    else if (cJSON_IsNumber(v))
-        sb_number(b, v->valuedouble);
-    else if (cJSON_IsString(v))
-        sb_string(b, v->valuestring);
-    else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
-        bool obj = cJSON_IsObject(v);
-        int n = cJSON_GetArraySize(v);
-        if (n == 0) {
-            sb_puts(b, obj ? "{}" : "[]");
-            return;
-        }
-        const cJSON **items = loam__malloc((size_t)n * sizeof *items);
-        if (!items) {
-            b->oom = true;
-            return;
-        }
-        int i = 0;
-        for (const cJSON *c = v->child; c; c = c->next)
-            items[i++] = c;
-        if (obj && sort_keys)
-            qsort(items, (size_t)n, sizeof *items, cmp_keys);
-        sb_puts(b, obj ? "{" : "[");
-        for (i = 0; i < n; i++) {
-            sb_indent(b, level + 1);
-            if (obj) {
-                sb_string(b, items[i]->string);
-                sb_puts(b, ": ");
-            }
-            sb_json(b, items[i], level + 1, false);
-            if (i + 1 < n)
-                sb_puts(b, ",");
-        }
-        sb_indent(b, level);
-        sb_puts(b, obj ? "}" : "]");
-        loam__free(items);
-    }
-}
-
+/* name in the temporary directory, as Python's json.dump(indent=4) writes v (kinds: which numbers
+ * were floats in the source text, NULL for a tree loam built) */
 static loam_status write_json_file(const fuse_ctx *c, const char *name, const cJSON *v,
-                                   bool sort_keys, loam_err *err) {
-    sbuf b = {0};
-    sb_json(&b, v, 0, sort_keys);
-    if (b.oom) {
-        loam__free(b.p);
+                                   bool sort_keys, const loam__numkinds *kinds, loam_err *err) {
+    char *text = loam__json_dump_py(v, sort_keys, kinds);
+    size_t pl = strlen(c->tmp) + strlen(name) + 2;
+    char *path = text ? loam__malloc(pl) : NULL;
+    if (!path) {
+        loam__free(text);
         return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory writing %s", name);
     }
-    size_t pl = strlen(c->tmp) + strlen(name) + 2;
-    char *path = loam__malloc(pl);
-    if (!path) {
-        loam__free(b.p);
-        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
-    }
     snprintf(path, pl, "%s/%s", c->tmp, name);
-    loam_status s = loam__write_file_atomic(path, b.p, b.len, err);
+    loam_status s = loam__write_file_atomic(path, text, strlen(text), err);
     loam__free(path);
-    loam__free(b.p);
+    loam__free(text);
     return s;
 }
 
@@ -749,7 +536,7 @@ static loam_status write_shards(fuse_ctx *c, loam_err *err) {
             !cJSON_AddNumberToObject(meta, "total_parameters", (double)total_params))
             s = loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
         else
-            s = write_json_file(c, "model.safetensors.index.json", index, true, err);
+            s = write_json_file(c, "model.safetensors.index.json", index, true, NULL, err);
     }
     loam__free(path);
     loam__free(first);
@@ -759,22 +546,43 @@ static loam_status write_shards(fuse_ctx *c, loam_err *err) {
 
 static loam_status write_config(fuse_ctx *c, bool dequantize, loam_err *err) {
     cJSON *cfg = c->config;
-    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "_name_or_path");
-    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "vision_config");
+    /* removed keys are detached and kept until the file is written: kinds holds node addresses,
+     * which a node allocated meanwhile must not take over */
+    cJSON *gone = cJSON_CreateArray();
+    if (!gone)
+        return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+    static const char *const drop_always[] = {"_name_or_path", "vision_config"};
+    static const char *const drop_dequant[] = {"quantization", "quantization_config"};
+    for (int i = 0; i < 2; i++) {
+        cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(cfg, drop_always[i]);
+        if (d)
+            cJSON_AddItemToArray(gone, d);
+    }
+    loam_status s = LOAM_OK;
     if (dequantize) {
-        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization");
-        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
+        for (int i = 0; i < 2; i++) {
+            cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(cfg, drop_dequant[i]);
+            if (d)
+                cJSON_AddItemToArray(gone, d);
+        }
     } else {
         const cJSON *q = cJSON_GetObjectItemCaseSensitive(cfg, "quantization");
         if (q) {
             cJSON *copy = cJSON_Duplicate(q, true);
-            if (!copy)
-                return loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
-            cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
-            cJSON_AddItemToObject(cfg, "quantization_config", copy);
+            if (!copy) {
+                s = loam__fail(err, LOAM_E_NOMEM, "fuse: out of memory");
+            } else {
+                cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(cfg, "quantization_config");
+                if (d)
+                    cJSON_AddItemToArray(gone, d);
+                cJSON_AddItemToObject(cfg, "quantization_config", copy);
+            }
         }
     }
-    return write_json_file(c, "config.json", cfg, true, err);
+    if (s == LOAM_OK)
+        s = write_json_file(c, "config.json", cfg, true, &c->kinds, err);
+    cJSON_Delete(gone);
+    return s;
 }
 
 /* Copies every other regular file of the model directory (symlinks followed: HF caches). */
@@ -886,6 +694,8 @@ static loam_status fuse(fuse_ctx *c, const char *model_dir, const char *adapter_
         return s;
     if (!cJSON_IsObject(c->config))
         return loam__fail(err, LOAM_E_FORMAT, "fuse: config.json is not a JSON object");
+    if ((s = loam__json_number_kinds(cfg_text, strlen(cfg_text), c->config, &c->kinds, err)))
+        return s;
     uint64_t nl;
     if (loam__json_uint(cJSON_GetObjectItemCaseSensitive(c->config, "num_hidden_layers"), &nl) ||
         nl < 1 || nl > 100000)
@@ -1007,6 +817,7 @@ loam_status loam_fuse(const char *model_dir, const char *adapter_dir, const char
     loam__free(c.tmp);
     loam__adapter_free(c.ad);
     cJSON_Delete(c.config);
+    loam__numkinds_free(&c.kinds);
     loam_modeldir_close(c.md);
     return s;
 }

@@ -43,7 +43,7 @@ st "$M/model.safetensors" \
     "model.layers.0.self_attn.q_proj.biases BF16 32,1 64" \
     "model.layers.0.input_layernorm.weight BF16 32 64" \
     "model.norm.weight BF16 32 64"
-printf '{"num_hidden_layers": 1, "hidden_size": 32, "_name_or_path": "x",\n "quantization": {"group_size": 32, "bits": 4}}\n' >"$M/config.json"
+printf '{"num_hidden_layers": 1, "hidden_size": 32, "_name_or_path": "x", "attention_dropout": 0.0,\n "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "quantization": {"group_size": 32, "bits": 4}}\n' >"$M/config.json"
 printf '{"version": "1.0"}\n' >"$M/tokenizer.json"
 printf '{"eos_token_id": 2}\n' >"$M/generation_config.json"
 st "$A/adapters.safetensors" \
@@ -66,6 +66,10 @@ expect_out inspect-fused "self_attn.q_proj" "$LOAM" inspect "$TMPD/fused"
 out_has config-sorted "$TMPD/fused/config.json" '^    "hidden_size": 32,$'
 out_has config-qc "$TMPD/fused/config.json" '"quantization_config": \{'
 out_lacks config-name "$TMPD/fused/config.json" '_name_or_path'
+# numbers as Python writes them back: floats stay floats (json.load then json.dump)
+out_has config-float-zero "$TMPD/fused/config.json" '^    "attention_dropout": 0\.0,$'
+out_has config-float-exp "$TMPD/fused/config.json" '^    "rms_norm_eps": 1e-06,$'
+out_has config-float-big "$TMPD/fused/config.json" '^    "rope_theta": 1000000\.0$'
 out_has index "$TMPD/fused/model.safetensors.index.json" '"model.layers.0.self_attn.q_proj.scales": "model.safetensors"'
 out_has tokenizer "$TMPD/fused/tokenizer.json" 'version'
 out_has generation "$TMPD/fused/generation_config.json" 'eos_token_id'
