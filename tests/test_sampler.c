@@ -277,6 +277,27 @@ static void test_greedy(void) {
 }
 
 /* Exact survivor sets on hand cases, ties included. */
+/* A hand case on 5 tokens: the sampler's survivors (with XTC coin `coin`) are `kept` (0/1 per
+ * id), and so are the naive twin's. */
+static void check_hand(const loam_sampler_params *p, const float *z, double coin, const char *kept,
+                       const char *label, size_t c) {
+    loam_sampler *s = mk(*p, 5);
+    uint8_t mask[5];
+    sampler_kept_xtc(s, z, coin, mask);
+    char got[6] = {0};
+    for (int i = 0; i < 5; i++)
+        got[i] = mask[i] ? '1' : '0';
+    if (strcmp(got, kept) != 0)
+        fprintf(stderr, "%s %zu: kept %s, want %s\n", label, c, got, kept);
+    CHECK_STR(got, kept);
+    double lp[5], prob[5];
+    log_softmax_d(z, 5, lp);
+    ref_filter_xtc(lp, 5, p, coin, prob);
+    for (int i = 0; i < 5; i++)
+        CHECK((prob[i] > 0) == (kept[i] == '1'));
+    loam_sampler_free(s);
+}
+
 static void test_filters_hand(void) {
     /* probabilities 0.4, 0.2, 0.2, 0.1, 0.1 at ids 3, 0, 4, 1, 2: rank order 3, 0, 4, 1, 2 */
     const double pr[5] = {0.2, 0.1, 0.1, 0.4, 0.2};
@@ -311,22 +332,7 @@ static void test_filters_hand(void) {
         p.min_p = cases[c].min_p;
         p.top_k = cases[c].top_k;
         p.min_tokens_to_keep = cases[c].min_keep;
-        loam_sampler *s = mk(p, 5);
-        uint8_t mask[5];
-        sampler_kept(s, z, mask);
-        char got[6] = {0};
-        for (int i = 0; i < 5; i++)
-            got[i] = mask[i] ? '1' : '0';
-        if (strcmp(got, cases[c].kept) != 0)
-            fprintf(stderr, "case %zu: kept %s, want %s\n", c, got, cases[c].kept);
-        CHECK_STR(got, cases[c].kept);
-        /* and the naive twin agrees */
-        double lp[5], prob[5];
-        log_softmax_d(z, 5, lp);
-        ref_filter(lp, 5, &p, prob);
-        for (int i = 0; i < 5; i++)
-            CHECK((prob[i] > 0) == (cases[c].kept[i] == '1'));
-        loam_sampler_free(s);
+        check_hand(&p, z, 1.0, cases[c].kept, "case", c);
     }
 }
 
@@ -367,21 +373,7 @@ static void test_xtc_hand(void) {
         p.xtc_threshold = cases[c].thr;
         p.xtc_special_tokens = cases[c].special;
         p.n_xtc_special_tokens = cases[c].special ? 1 : 0;
-        loam_sampler *s = mk(p, 5);
-        uint8_t mask[5];
-        sampler_kept_xtc(s, z, cases[c].coin, mask);
-        char got[6] = {0};
-        for (int i = 0; i < 5; i++)
-            got[i] = mask[i] ? '1' : '0';
-        if (strcmp(got, cases[c].kept) != 0)
-            fprintf(stderr, "xtc case %zu: kept %s, want %s\n", c, got, cases[c].kept);
-        CHECK_STR(got, cases[c].kept);
-        double lp[5], prob[5];
-        log_softmax_d(z, 5, lp);
-        ref_filter_xtc(lp, 5, &p, cases[c].coin, prob);
-        for (int i = 0; i < 5; i++)
-            CHECK((prob[i] > 0) == (cases[c].kept[i] == '1'));
-        loam_sampler_free(s);
+        check_hand(&p, z, cases[c].coin, cases[c].kept, "xtc case", c);
     }
 }
 
@@ -389,6 +381,18 @@ static uint64_t lcg_state = 12345;
 static double lcg_uniform(void) {
     lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
     return (double)(lcg_state >> 11) * 0x1.0p-53;
+}
+
+/* The float log-softmax the sampler computes (as its own lse), widened to double. */
+static void float_logprobs(const float *z, int32_t n, double *lp) {
+    double mx = -INFINITY, sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        mx = z[i] > mx ? z[i] : mx;
+    for (int32_t i = 0; i < n; i++)
+        sum += expf(z[i] - (float)mx);
+    float lse = (float)mx + (float)log(sum);
+    for (int32_t i = 0; i < n; i++)
+        lp[i] = (double)(z[i] - lse);
 }
 
 /* Random 152k vocabularies: the partial-selection survivors equal the full-sort twin's. */
@@ -428,18 +432,7 @@ static void test_filters_large(void) {
         p.top_k = cases[c].top_k;
         loam_sampler *s = mk(p, n);
         int64_t keep = sampler_kept(s, z, mask);
-        /* the twin sees the same float log-probabilities */
-        float *lpf = malloc((size_t)n * sizeof *lpf);
-        memcpy(lpf, z, (size_t)n * sizeof *lpf);
-        double mx = -INFINITY, sum = 0;
-        for (int32_t i = 0; i < n; i++)
-            mx = lpf[i] > mx ? lpf[i] : mx;
-        for (int32_t i = 0; i < n; i++)
-            sum += expf(lpf[i] - (float)mx);
-        float lse = (float)mx + (float)log(sum);
-        for (int32_t i = 0; i < n; i++)
-            lp[i] = (double)(lpf[i] - lse);
-        free(lpf);
+        float_logprobs(z, n, lp); /* the twin sees the sampler's float log-probabilities */
         int64_t want = ref_filter(lp, n, &p, prob);
         CHECK_EQ_I64(keep, want);
         int64_t diff = 0;
@@ -472,17 +465,7 @@ static void test_filters_large(void) {
         }
         loam_sampler *s = mk(p, n);
         int64_t keep = sampler_kept_xtc(s, z, 0.5, mask);
-        float *lpf = malloc((size_t)n * sizeof *lpf);
-        memcpy(lpf, z, (size_t)n * sizeof *lpf);
-        double mx = -INFINITY, sum = 0;
-        for (int32_t i = 0; i < n; i++)
-            mx = lpf[i] > mx ? lpf[i] : mx;
-        for (int32_t i = 0; i < n; i++)
-            sum += expf(lpf[i] - (float)mx);
-        float lse = (float)mx + (float)log(sum);
-        for (int32_t i = 0; i < n; i++)
-            lp[i] = (double)(lpf[i] - lse);
-        free(lpf);
+        float_logprobs(z, n, lp);
         int64_t want = ref_filter_xtc(lp, n, &p, 0.5, prob);
         /* XTC removed something (the case is not vacuous) */
         loam_sampler_params q = p;
@@ -508,6 +491,47 @@ static void test_filters_large(void) {
     free(mask);
 }
 
+/* Draws 200000 tokens from s on the logits z0 [12] and checks them against the mixture
+ * w·pa + (1 - w)·pb: every reported logprob is log pa or log pb of its token, a token of
+ * probability 0 never comes, and the counts pass a chi-square test (df = cells - 1 <= 11; the
+ * bound df + 6·sqrt(2·df) + 10 is beyond the 0.9999 quantile, 35.6 at df 11). */
+static void check_draws(loam_sampler *s, const float *z0, const double *pa, const double *pb,
+                        double w, const char *what) {
+    enum { N = 12 };
+    const int draws = 200000;
+    int64_t count[N] = {0};
+    int bad_logprob = 0;
+    for (int d = 0; d < draws; d++) {
+        float z[N], logprob;
+        memcpy(z, z0, sizeof z);
+        int32_t t = loam_sampler_sample(s, z, &logprob);
+        if (t < 0 || t >= N) {
+            CHECK(0);
+            return;
+        }
+        count[t]++;
+        bool ok = (pa[t] > 0 && fabs(logprob - log(pa[t])) <= 1e-5) ||
+                  (pb[t] > 0 && fabs(logprob - log(pb[t])) <= 1e-5);
+        bad_logprob += !ok;
+    }
+    CHECK_EQ_I64(bad_logprob, 0);
+    double chi2 = 0;
+    int cells = 0;
+    for (int i = 0; i < N; i++) {
+        double e = (w * pa[i] + (1 - w) * pb[i]) * draws;
+        if (e == 0) {
+            CHECK_EQ_I64(count[i], 0);
+            continue;
+        }
+        cells++;
+        chi2 += ((double)count[i] - e) * ((double)count[i] - e) / e;
+    }
+    double df = cells - 1;
+    if (!(chi2 < df + 6 * sqrt(2 * df) + 10))
+        fprintf(stderr, "%s: chi2 %.2f with %g degrees of freedom\n", what, chi2, df);
+    CHECK(chi2 < df + 6 * sqrt(2 * df) + 10);
+}
+
 /* With xtc_probability 0.5, draws follow the even mixture of the distributions with and without
  * XTC (one coin per draw), and the reported logprob is that of the distribution drawn from. */
 static void test_xtc_distribution(void) {
@@ -529,38 +553,7 @@ static void test_xtc_distribution(void) {
     for (int i = 0; i < n; i++)
         removed += with[i] == 0 && without[i] > 0;
     CHECK(removed >= 1);
-    const int draws = 200000;
-    int64_t count[12] = {0};
-    int bad_logprob = 0;
-    for (int d = 0; d < draws; d++) {
-        float z[12], logprob;
-        memcpy(z, z0, sizeof z);
-        int32_t t = loam_sampler_sample(s, z, &logprob);
-        if (t < 0 || t >= n) {
-            CHECK(0);
-            break;
-        }
-        count[t]++;
-        bool ok = fabs(logprob - log(without[t])) <= 1e-5 ||
-                  (with[t] > 0 && fabs(logprob - log(with[t])) <= 1e-5);
-        bad_logprob += !ok;
-    }
-    CHECK_EQ_I64(bad_logprob, 0);
-    double chi2 = 0;
-    int cells = 0;
-    for (int i = 0; i < n; i++) {
-        double e = 0.5 * (with[i] + without[i]) * draws;
-        if (e == 0) {
-            CHECK_EQ_I64(count[i], 0);
-            continue;
-        }
-        cells++;
-        chi2 += ((double)count[i] - e) * ((double)count[i] - e) / e;
-    }
-    double df = cells - 1;
-    if (!(chi2 < df + 6 * sqrt(2 * df) + 10))
-        fprintf(stderr, "xtc mixture: chi2 %.2f with %g degrees of freedom\n", chi2, df);
-    CHECK(chi2 < df + 6 * sqrt(2 * df) + 10);
+    check_draws(s, z0, with, without, 0.5, "xtc mixture");
     loam_sampler_free(s);
 }
 
@@ -587,38 +580,10 @@ static void test_distribution(void) {
         loam_sampler *s = mk(p, n);
         double lp[12], prob[12];
         log_softmax_d(z0, n, lp);
-        int64_t kept = ref_filter(lp, n, &p, prob);
-        const int draws = 200000;
-        int64_t count[12] = {0};
-        int bad_logprob = 0;
-        for (int d = 0; d < draws; d++) {
-            float z[12], logprob;
-            memcpy(z, z0, sizeof z);
-            int32_t t = loam_sampler_sample(s, z, &logprob);
-            if (t < 0 || t >= n) {
-                CHECK(0);
-                break;
-            }
-            count[t]++;
-            if (fabs(logprob - log(prob[t])) > 1e-5)
-                bad_logprob++;
-        }
-        CHECK_EQ_I64(bad_logprob, 0);
-        double chi2 = 0;
-        for (int i = 0; i < n; i++) {
-            if (prob[i] == 0) {
-                CHECK_EQ_I64(count[i], 0);
-                continue;
-            }
-            double e = prob[i] * draws;
-            double o = (double)count[i];
-            chi2 += (o - e) * (o - e) / e;
-        }
-        /* df = kept - 1 <= 11; the 0.9999 quantile of chi2(11) is 35.6 */
-        double df = (double)(kept - 1);
-        if (!(chi2 < df + 6 * sqrt(2 * df) + 10))
-            fprintf(stderr, "case %zu: chi2 %.2f with %g degrees of freedom\n", c, chi2, df);
-        CHECK(chi2 < df + 6 * sqrt(2 * df) + 10);
+        ref_filter(lp, n, &p, prob);
+        char what[32];
+        snprintf(what, sizeof what, "case %zu", c);
+        check_draws(s, z0, prob, prob, 1.0, what);
         loam_sampler_free(s);
     }
 }
