@@ -20,11 +20,29 @@ WARN   := -Wall -Wextra -Wshadow -Wconversion -Wno-sign-conversion -Wstrict-prot
           -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 OPT    ?= -O2 -g
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(WERROR) -fPIC -fvisibility=hidden -fopenmp \
-          -DLOAM_BUILD -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
-LDLIBS_ALL = $(PKG_LIBS) -fopenmp -lm -lpthread $(SAN)
+          -DLOAM_BUILD $(CUDA_DEFS) -Iinclude -Isrc $(PKG_CFLAGS) $(SAN) $(EXTRA_CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) $(CUDA_LIBS) -fopenmp -lm -lpthread $(SAN)
 
 SRC      := $(sort $(wildcard src/*.c src/cpu/*.c src/arch/*.c src/server/*.c))
 OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o)
+
+# CUDA: nvcc, sm_90 (H100/H200). `make CUDA=1` (best in its own BUILD folder) adds the CUDA
+# backend (src/cuda/backend_cuda.c + src/cuda/*.cu, cudart linked statically) to the library and
+# every program; LOAM_DEVICE=cuda or loam_model_params.device then runs sessions on the GPU.
+CUDA      ?= 0
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),/usr/local/cuda/bin/nvcc)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90
+NVCCFLAGS  = -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -DLOAM_BUILD -Iinclude \
+             -Isrc $(EXTRA_NVCCFLAGS)
+CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
+CUDA_HDR  := $(wildcard src/cuda/*.h src/cuda/*.cuh) src/quant.h src/loam_internal.h include/loam.h
+ifeq ($(CUDA),1)
+OBJ       += $(BUILD)/obj/src/cuda/backend_cuda.o $(CUDA_OBJ)
+CUDA_DEFS := -DLOAM_CUDA
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+endif
 TOOL_SRC := $(sort $(wildcard tools/*.c))
 TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
@@ -46,7 +64,7 @@ $(BUILD)/obj/src/cpu/attention_avx2.o:   EXTRA_ISA = $(ISA_avx2)
 $(BUILD)/obj/src/cpu/attention_avx512.o: EXTRA_ISA = $(ISA_avx512)
 $(BUILD)/obj/src/cpu/neon.o:   EXTRA_ISA = $(ISA_neon)
 
-.PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench cuda install clean fmt deps run examples
+.PHONY: all lib test check asan ubsan tsan fuzz fuzz-targets fuzz-smoke bench cuda cuda-test install clean fmt deps run examples
 all: $(BUILD)/loam $(BUILD)/libloam.a $(BUILD)/libloam.so $(TEST_BIN) $(BUILD)/tests/tiny-model
 
 $(BUILD)/obj/%.o: %.c
@@ -72,6 +90,15 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libloam.a
 	@echo "  TEST    $@"
 	@$(CC) $(CFLAGS_ALL) -UNDEBUG -DLOAM_TEST_DIR='"$(CURDIR)/tests"' -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
 
+# The CUDA backend's test against the transformers fixtures: needs CUDA=1 and a GPU to run; run
+# it from the repository root (it reads tests/data/models).
+cuda-test: $(BUILD)/tests/cuda/test_backend_cuda
+$(BUILD)/tests/cuda/test_backend_cuda: tests/cuda/test_backend_cuda.c tests/test.h $(BUILD)/libloam.a
+	@$(if $(filter 1,$(CUDA)),,echo "cuda-test: build with make CUDA=1" && exit 1)
+	@mkdir -p $(dir $@)
+	@echo "  TEST    $@"
+	@$(CC) $(CFLAGS_ALL) -UNDEBUG -DLOAM_TEST_DIR='"tests"' -o $@ $< $(BUILD)/libloam.a $(LDLIBS_ALL)
+
 $(BUILD)/tests/tiny-model: tests/tiny_model.c tests/tiny_model.h $(BUILD)/libloam.a
 	@mkdir -p $(dir $@)
 	@echo "  TOOL    $@"
@@ -86,16 +113,10 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libloam.a
 bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 
-# CUDA (never part of all/test; CI compiles it through tools/check.d/cuda-build.sh): the objects
-# of src/cuda/ and the kernel lab bench/bench_matmul_q4.cu, which links only the two C files of
-# the library it needs (status, quantization reference), so it builds without the Debian deps.
-NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),/usr/local/cuda/bin/nvcc)
-CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90
-NVCCFLAGS  = -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -DLOAM_BUILD -Iinclude -Isrc \
-             $(EXTRA_NVCCFLAGS)
-CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
-CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
-CUDA_HDR  := $(wildcard src/cuda/*.h src/cuda/*.cuh) src/quant.h src/loam_internal.h include/loam.h
+# CUDA (`make cuda`, never part of all/test; CI compiles it through tools/check.d/cuda-build.sh):
+# the objects of src/cuda/ and the kernel lab bench/bench_matmul_q4.cu, which links only the two
+# C files of the library it needs (status, quantization reference). The CUDA backend itself is
+# in the library only with `make CUDA=1` (see the top of this file).
 cuda: $(CUDA_OBJ) $(BUILD)/bench/bench_matmul_q4
 
 $(BUILD)/obj/%.o: %.cu $(CUDA_HDR)

@@ -518,12 +518,22 @@ LOAM_API loam_status loam_tok_apply_chat_template(const loam_tokenizer *tok, con
  * Every session must be freed before loam_model_close(). */
 typedef struct loam_model loam_model;
 
+/* Where a model's sessions run. */
+typedef enum loam_device {
+    LOAM_DEVICE_CPU = 0,  /* the CPU kernels (AVX2 / AVX-512 / NEON / scalar, chosen at run time) */
+    LOAM_DEVICE_CUDA = 1, /* an NVIDIA GPU (sm_90), in a libloam built with `make CUDA=1`; MLX
+                           * 4-bit group-64 bf16-scale weights only (docs/CUDA.md) */
+} loam_device;
+
 typedef struct loam_model_params {
     int32_t n_threads; /* default threads of this model's sessions (see loam_session_params);
                           <= 0: all cores */
+    loam_device device; /* where its sessions run; sessions with `reference` set run on the
+                           CPU whatever this says */
 } loam_model_params;
 
-/* Defaults: n_threads = 0. */
+/* Defaults: n_threads = 0; device LOAM_DEVICE_CPU, or what the environment variable LOAM_DEVICE
+ * says when it is set to "cpu" or "cuda" (any other value: LOAM_DEVICE_CPU). */
 LOAM_API loam_model_params loam_model_params_default(void);
 
 /* Opens the model directory dir (config.json + model*.safetensors, see loam_modeldir_open).
@@ -658,6 +668,8 @@ LOAM_API void loam_session_seq_reset(loam_session *s, int32_t seq);
  * nothing changes. */
 LOAM_API loam_status loam_session_seq_truncate(loam_session *s, int32_t seq, int32_t len,
                                                loam_err *err);
+/* The backend the session runs on: "cpu" or "cuda" (see loam_model_params.device). */
+LOAM_API const char *loam_session_backend(const loam_session *s);
 /* Tokens held for sequence seq (the position its next token must have); -1 if out of range. */
 LOAM_API int32_t loam_session_seq_len(const loam_session *s, int32_t seq);
 /* Tokens held over all sequences, and the capacity n_ctx. */

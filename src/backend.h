@@ -59,6 +59,7 @@ typedef struct loam__backend_shape {
     int32_t n_ctx;    /* most tokens one sequence can attend to */
     int32_t n_threads;
     bool reference;   /* scalar reference kernels */
+    int32_t n_seq;    /* sequences (block tables in loam__kv) */
 } loam__backend_shape;
 
 typedef struct loam__backend {
@@ -76,6 +77,9 @@ typedef struct loam__backend {
 } loam__backend;
 
 extern const loam__backend loam__backend_cpu;
+#ifdef LOAM_CUDA
+extern const loam__backend loam__backend_cuda; /* src/cuda/backend_cuda.c, `make CUDA=1` */
+#endif
 
 /* The forward pass, written once: runs the stages above for one step. */
 void loam__forward_step(const loam__backend *be, void *bs, const loam__step *st,

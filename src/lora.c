@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -69,7 +70,14 @@ struct loam__adapter {
     int32_t n_layer;
     loam__lora_mod *mods; /* (n_layer, LOAM__N_MOD); a == NULL: not adapted */
     float *block;         /* every A, B, DoRA factor and bias, one allocation */
+    uint64_t serial;      /* unique in the process: device copies are keyed by it */
 };
+
+static _Atomic uint64_t g_adapter_serial;
+
+uint64_t loam__adapter_serial(const loam__adapter *a) {
+    return a->serial;
+}
 
 // ---- what the files say, before conversion ----------------------------------------------------
 
@@ -695,6 +703,8 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
             any_dora |= L->dora;
         }
     a = loam__calloc(1, sizeof *a);
+    if (a)
+        a->serial = ++g_adapter_serial;
     if (a)
         a->mods = loam__calloc((size_t)n_slots, sizeof *a->mods);
     if (a && n_floats)

@@ -56,6 +56,9 @@ loam_status loam__adapter_load(loam__adapter **out, const char *dir, const loam_
 void loam__adapter_free(loam__adapter *a);
 /* The module of layer l, or NULL when the adapter does not touch it. */
 const loam__lora_mod *loam__adapter_mod(const loam__adapter *a, int32_t layer, loam__mod mod);
+/* A number no other adapter of this process has had (1, 2, ...): a key for copies of its
+ * weights elsewhere (device memory) that outlives the adapter's addresses. */
+uint64_t loam__adapter_serial(const loam__adapter *a);
 /* "mlx-lm" or "peft" */
 const char *loam__adapter_format(const loam__adapter *a);
 

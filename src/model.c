@@ -601,6 +601,8 @@ static void compute_rope(loam_model *m) {
 loam_model_params loam_model_params_default(void) {
     loam_model_params p;
     memset(&p, 0, sizeof p);
+    const char *dev = getenv("LOAM_DEVICE");
+    p.device = dev && strcmp(dev, "cuda") == 0 ? LOAM_DEVICE_CUDA : LOAM_DEVICE_CPU;
     return p;
 }
 
@@ -655,6 +657,9 @@ loam_status loam_model_open(loam_model **out, const char *dir, const loam_model_
     *out = NULL;
     if (!dir) return loam__fail(err, LOAM_E_INVAL, "model: no directory given");
     loam_model_params p = params ? *params : loam_model_params_default();
+    if (p.device != LOAM_DEVICE_CPU && p.device != LOAM_DEVICE_CUDA)
+        return loam__fail(err, LOAM_E_INVAL, "model: device %d is neither CPU nor CUDA",
+                          (int)p.device);
     loam_model *m = loam__calloc(1, sizeof *m);
     if (!m) return loam__fail(err, LOAM_E_NOMEM, "model: out of memory");
     if (pthread_mutex_init(&m->lock, NULL) != 0) {
@@ -662,6 +667,7 @@ loam_status loam_model_open(loam_model **out, const char *dir, const loam_model_
         return loam__fail(err, LOAM_E_NOMEM, "model: cannot create a mutex");
     }
     m->n_threads = p.n_threads;
+    m->device = p.device;
     cJSON *root = NULL;
     loam_status s = loam_modeldir_open(&m->md, dir, err);
     if (s != LOAM_OK) goto fail;

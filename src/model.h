@@ -86,6 +86,7 @@ struct loam_model {
     float rope_attn_factor;   /* multiplies cos and sin (YaRN), else 1 */
     uint64_t n_params, weight_bytes, step_bytes;
     int32_t n_threads;
+    loam_device device;       /* where sessions run (loam_model_params) */
 
     loam_tokenizer *tok;      /* tokenizer.json of the directory, or NULL (model_text.c) */
     int32_t eos[LOAM__MAX_EOS]; /* end-of-sequence ids (model_text.c) */

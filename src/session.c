@@ -44,6 +44,10 @@ loam_session_params loam_session_params_default(void) {
     return p;
 }
 
+const char *loam_session_backend(const loam_session *s) {
+    return s ? s->be->name : NULL;
+}
+
 void loam_session_free(loam_session *s) {
     if (!s) return;
     if (s->kv.len)
@@ -91,11 +95,20 @@ loam_status loam_session_new(loam_session **out, loam_model *m, const loam_sessi
         return loam__fail(err, LOAM_E_NOMEM, "session: n_logits %d x n_vocab is too large",
                           p.n_logits);
 
+#ifndef LOAM_CUDA
+    if (m->device == LOAM_DEVICE_CUDA && !p.reference)
+        return loam__fail(err, LOAM_E_UNSUPPORTED,
+                          "session: the model asks for CUDA (LOAM_DEVICE=cuda), but this libloam "
+                          "was built without it (make CUDA=1)");
+#endif
     loam_session *s = loam__calloc(1, sizeof *s);
     if (!s) return loam__fail(err, LOAM_E_NOMEM, "session: out of memory");
     s->m = m;
     s->p = p;
     s->be = &loam__backend_cpu;
+#ifdef LOAM_CUDA
+    if (m->device == LOAM_DEVICE_CUDA && !p.reference) s->be = &loam__backend_cuda;
+#endif
     loam_status st = loam__kv_init(&s->kv, p.n_ctx, p.n_seq_max, err);
     if (st != LOAM_OK) goto fail;
     size_t nq = (size_t)p.n_seq_max, nb = (size_t)p.n_batch;
@@ -122,7 +135,8 @@ loam_status loam_session_new(loam_session **out, loam_model *m, const loam_sessi
         s->seq_adapter[q] = -1;
         s->seq_bind[q] = NO_BIND;
     }
-    loam__backend_shape shape = {p.n_batch, s->kv.n_blocks, p.n_ctx, p.n_threads, p.reference};
+    loam__backend_shape shape = {p.n_batch,     s->kv.n_blocks, p.n_ctx,
+                                 p.n_threads,   p.reference,    p.n_seq_max};
     st = s->be->session_new(&s->bs, m, &shape, err);
     if (st != LOAM_OK) goto fail;
     *out = s;

@@ -58,6 +58,16 @@ static void test_open_errors(void) {
     CHECK(strstr(err.msg, "/nonexistent/model") != NULL);
     CHECK_EQ_I64(loam_model_open(&m, NULL, NULL, &err), LOAM_E_INVAL);
     loam_model_close(NULL);
+    /* devices: an unknown one is refused at open; the default session backend is the CPU */
+    loam_model_params mp = loam_model_params_default();
+    mp.device = (loam_device)7;
+    CHECK_EQ_I64(loam_model_open(&m, g_dir, &mp, &err), LOAM_E_INVAL);
+    CHECK(strstr(err.msg, "device 7") != NULL);
+    loam_session *s = NULL;
+    CHECK_OK(loam_session_new(&s, g_model, NULL, &err), err);
+    CHECK_STR(loam_session_backend(s), getenv("LOAM_DEVICE") ? loam_session_backend(s) : "cpu");
+    loam_session_free(s);
+    CHECK(loam_session_backend(NULL) == NULL);
 }
 
 static void test_generate_greedy(void) {

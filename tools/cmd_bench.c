@@ -20,6 +20,9 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#ifdef LOAM_CUDA
+#include "cuda/loam_cuda.h" /* the device bandwidth and name, for the table */
+#endif
 
 #include <cJSON.h>
 #include <math.h>
@@ -276,8 +279,24 @@ int loam_cmd_bench(int argc, char **argv) {
         cli_error(CMD, "out of memory");
         goto done;
     }
-    if (!json) fprintf(stderr, "measuring memory read bandwidth ...\n");
-    double bw = read_bandwidth((int)threads);
+    const bool gpu = strcmp(loam_session_backend(s), "cuda") == 0;
+    char backend[48];
+    snprintf(backend, sizeof backend, "cpu %s", loam_cpu_kernels_name());
+    if (!json) fprintf(stderr, "measuring memory %s bandwidth ...\n", gpu ? "copy" : "read");
+    double bw = 0.0;
+    if (!gpu) {
+        bw = read_bandwidth((int)threads);
+    } else {
+#ifdef LOAM_CUDA
+        char name[32];
+        if (loam__cuda_copy_bandwidth(&bw, &e) != LOAM_OK ||
+            loam__cuda_device_name(name, sizeof name, &e) != LOAM_OK) {
+            cli_error(CMD, "%s", e.msg);
+            goto done;
+        }
+        snprintf(backend, sizeof backend, "cuda %s", name);
+#endif
+    }
     double ceiling1 = info.step_bytes ? bw / (double)info.step_bytes : 0.0;
 
     double tps[MAX_REPS];
@@ -374,9 +393,10 @@ int loam_cmd_bench(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "step_bytes", (double)info.step_bytes);
         cJSON_AddNumberToObject(o, "n_params", (double)info.n_params);
         cJSON_AddStringToObject(o, "kernels", loam_cpu_kernels_name());
+        cJSON_AddStringToObject(o, "backend", backend);
         cJSON_AddNumberToObject(o, "threads", (double)threads);
         cJSON_AddNumberToObject(o, "load_s", t_load);
-        cJSON_AddNumberToObject(o, "read_bandwidth_gbs", bw / 1e9);
+        cJSON_AddNumberToObject(o, gpu ? "copy_bandwidth_gbs" : "read_bandwidth_gbs", bw / 1e9);
         cJSON_AddNumberToObject(o, "ceiling_tps", ceiling1);
         for (int i = 0; i < n_res; i++) {
             cJSON *t = cJSON_CreateObject();
@@ -410,14 +430,17 @@ int loam_cmd_bench(int argc, char **argv) {
             snprintf(tps_s, sizeof tps_s, "%.2f ± %.2f", res[i].mean, res[i].sd);
             if (res[i].ceiling > 0)
                 snprintf(ceil_s, sizeof ceil_s, "%.1f%%", 100.0 * res[i].mean / res[i].ceiling);
-            char backend[24];
-            snprintf(backend, sizeof backend, "cpu %s", loam_cpu_kernels_name());
             printf("| %-42s | %10s | %8s | %-14s | %7lld | %-16s | %19s | %9s |\n", desc, size,
                    params, backend, threads, res[i].name, tps_s, ceil_s);
         }
-        printf("\nmemory read bandwidth (%lld threads): %.1f GB/s; one decode step reads %.2f GB "
-               "of weights, so the ceiling is %.2f tok/s per sequence; load %.2f s\n",
-               threads, bw / 1e9, (double)info.step_bytes / 1e9, ceiling1, t_load);
+        if (gpu)
+            printf("\ndevice copy bandwidth (read + write): %.1f GB/s; one decode step reads %.2f "
+                   "GB of weights, so the ceiling is %.2f tok/s per sequence; load %.2f s\n",
+                   bw / 1e9, (double)info.step_bytes / 1e9, ceiling1, t_load);
+        else
+            printf("\nmemory read bandwidth (%lld threads): %.1f GB/s; one decode step reads %.2f "
+                   "GB of weights, so the ceiling is %.2f tok/s per sequence; load %.2f s\n",
+                   threads, bw / 1e9, (double)info.step_bytes / 1e9, ceiling1, t_load);
         if (adapter >= 0 && n > 0)
             printf("adapter cost in decode: %.1f%% ± %.1f%% (repetitions alternate base and "
                    "adapter)\n",

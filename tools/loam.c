@@ -89,6 +89,8 @@ static void usage(FILE *f) {
     for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
         if (k_commands[i].fn) fprintf(f, "  %-11s %s\n", k_commands[i].name, k_commands[i].help);
     fprintf(f, "\noptions:\n  -h, --help  this text\n  --version   print the version\n");
+    fprintf(f, "\nenvironment:\n  LOAM_DEVICE=cuda  run models on an NVIDIA GPU (a build made with "
+               "`make CUDA=1`;\n                    MLX 4-bit group-64 models); default: the CPU\n");
 }
 
 int main(int argc, char **argv) {

@@ -98,6 +98,51 @@ loam_status loam__cuda_quantize_x(const float *x, int64_t m, int64_t k, void *xq
 loam_status loam__cuda_matmul_q4(const loam__cuda_q4mat *W, const void *xq, int64_t m, float *y,
                                  unsigned flags, void *stream, loam_err *err);
 
+// ---- the forward pass's other stages (ops.cu) -------------------------------------------------
+/* All asynchronous on stream, float32 device arrays, row-major; errors are launch errors. */
+
+/* y[r] = w ⊙ x[src_r] / sqrt(mean(x[src_r]²) + eps) for r < rows, rows of n floats;
+ * src_r = rows_idx[r] when rows_idx (device int32) is given, else r. */
+loam_status loam__cuda_rmsnorm(const float *x, const int32_t *rows_idx, const float *w, float *y,
+                               int32_t rows, int32_t n, float eps, void *stream, loam_err *err);
+
+/* Per row r: q/k RMSNorm of every head when q_norm/k_norm are given (head_dim weights), then
+ * rotate-half RoPE with cos/sin [rows, head_dim/2]; the rotated k heads and the v heads are
+ * written to the paged caches at block blk[r], slot slot[r]: cache layout (n_blocks, n_head_kv,
+ * 32, head_dim) for this layer. q [rows, n_head·hd] and k [rows, n_head_kv·hd] in place. */
+loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
+                                     const float *k_norm, const float *cos_, const float *sin_,
+                                     const int32_t *blk, const int32_t *slot, float *k_cache,
+                                     float *v_cache, int32_t rows, int32_t n_head,
+                                     int32_t n_head_kv, int32_t head_dim, float eps, void *stream,
+                                     loam_err *err);
+
+/* Causal GQA attention of each row over keys 0..pos[r] of its sequence: tables [n_seq,
+ * table_stride] block ids, row_seq[r] its sequence. out [rows, n_head·hd]. head_dim <= 256. */
+loam_status loam__cuda_attention(const float *q, const float *k_cache, const float *v_cache,
+                                 const int32_t *tables, int32_t table_stride,
+                                 const int32_t *row_seq, const int32_t *pos, float *out,
+                                 int32_t rows, int32_t n_head, int32_t n_head_kv,
+                                 int32_t head_dim, float scale, void *stream, loam_err *err);
+
+/* Device memory bandwidth in bytes/s: best of 5 device-to-device copies of 1 GiB, bytes read
+ * plus bytes written over the time (the ceiling `loam bench` reports against); and the
+ * device's name (buf of cap bytes). */
+loam_status loam__cuda_copy_bandwidth(double *bytes_per_s, loam_err *err);
+loam_status loam__cuda_device_name(char *buf, size_t cap, loam_err *err);
+
+/* x += y (n floats); g = silu(g)·u (n floats); y[r, o] += b[o] for rows × n. */
+loam_status loam__cuda_add(float *x, const float *y, int64_t n, void *stream, loam_err *err);
+loam_status loam__cuda_silu_mul(float *g, const float *u, int64_t n, void *stream, loam_err *err);
+loam_status loam__cuda_add_bias(float *y, const float *b, int32_t rows, int32_t n, void *stream,
+                                loam_err *err);
+
+/* LoRA on rows [0, m) (FORMATS.md §3): t [m, r] = scale·(x [m, in] · A [in, r]); then
+ * y [m, out] += t · B [r, out] (+ scale·bias), then y *= dora when given. t is scratch. */
+loam_status loam__cuda_lora(const float *x, const float *A, const float *B, const float *bias,
+                            const float *dora, float scale, int32_t r, int32_t m, int32_t in,
+                            int32_t out, float *t, float *y, void *stream, loam_err *err);
+
 #ifdef __cplusplus
 }
 #endif

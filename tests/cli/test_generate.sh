@@ -38,5 +38,8 @@ expect_fail "xtc probability above 1" 2 gen --xtc-probability 2
 expect_fail "xtc probability not a number" 2 gen --xtc-probability x
 expect_fail "top-p above 1" 2 gen --top-p 1.5
 expect_fail "unknown option" 2 gen --frobnicate
+expect_fail "LOAM_DEVICE=cuda in a build without CUDA (or without a GPU)" 1 \
+    env LOAM_DEVICE=cuda "$LOAM" generate -m "$demo" --prompt x --max-tokens 2
+expect_ok "LOAM_DEVICE=cpu" env LOAM_DEVICE=cpu "$LOAM" generate -m "$demo" --prompt x --max-tokens 2 -q
 expect_fail "no such model" 1 "$LOAM" generate -m "$TMPD/none" --prompt x
 finish

@@ -6,7 +6,10 @@
 #  2. no kernel spills registers to local memory (ptxas report);
 #  3. the PTX of the 4-bit matmul uses dp4a, 16-byte L1-bypassing loads, cp.async and
 #     griddepcontrol (the instructions its speed rests on: DESIGN.md decision 4, bench/NOTES.md),
-#     so a refactor cannot drop them silently.
+#     so a refactor cannot drop them silently;
+#  4. `make CUDA=1` (the library and loam with the CUDA backend, and the GPU test program), and
+#     that this build, on a machine without a GPU, runs on the CPU by default and answers
+#     LOAM_DEVICE=cuda with a one-line error.
 # nvcc: $NVCC, else on PATH, else /usr/local/cuda/bin/nvcc; without it the check fails, since
 # CI must catch CUDA build breaks. Ends with "N passed, N failed".
 set -u
@@ -45,6 +48,29 @@ if "$nvcc" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 -DLOAM_BUILD -Iinc
 else
     bad "matmul_q4 PTX lacks dp4a, ld.global.nc.L1::no_allocate.v4, cp.async.cg or griddepcontrol" \
         "$log.ptx"
+fi
+# 4. the library with the CUDA backend (make CUDA=1): loam, libloam.so and the GPU test build;
+#    without a GPU here, asking for CUDA must be a one-line error, not a crash.
+lb=build-cuda-lib
+if make -j"$(nproc 2>/dev/null || echo 2)" BUILD="$lb" CUDA=1 NVCC="$nvcc" WERROR=-Werror \
+        "$lb/loam" "$lb/libloam.so" cuda-test >"$log.lib" 2>&1; then
+    ok "make CUDA=1: loam, libloam.so, tests/cuda/test_backend_cuda"
+    err=$(LOAM_DEVICE=cuda "$lb/loam" generate -m models/demo --prompt x --max-tokens 2 -q 2>&1 >/dev/null)
+    rc=$?
+    if [ "$rc" -eq 1 ] && [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] && printf '%s' "$err" | grep -q cuda; then
+        ok "LOAM_DEVICE=cuda without a usable GPU: exit 1, one line ($err)"
+    elif nvidia-smi >/dev/null 2>&1; then
+        ok "LOAM_DEVICE=cuda with a GPU here: exit $rc"
+    else
+        bad "LOAM_DEVICE=cuda without a GPU: exit $rc, stderr: $err"
+    fi
+    if "$lb/loam" generate -m models/demo --prompt x --max-tokens 2 -q >/dev/null 2>&1; then
+        ok "the CUDA=1 build runs on the CPU by default"
+    else
+        bad "the CUDA=1 build fails on the CPU"
+    fi
+else
+    bad "make CUDA=1" "$log.lib"
 fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

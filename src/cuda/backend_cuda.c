@@ -1,0 +1,468 @@
+/* backend_cuda.c: the CUDA backend (DESIGN.md "The backend interface"), the second
+ * implementation of loam__backend after src/cpu/backend_cpu.c, stage for stage. Built only by
+ * `make CUDA=1` (it defines LOAM_CUDA and links the objects of src/cuda/); a model opened with
+ * device LOAM_DEVICE_CUDA gets it for its sessions.
+ *
+ * What lives where:
+ * - Weights: every Linear layer and the head are uploaded at session creation as the MLX bytes
+ *   (loam__cuda_q4mat: 4-bit, group 64, bf16 scales and biases; any other format is
+ *   LOAM_E_UNSUPPORTED naming the tensor); norm weights and Linear biases as float32. The
+ *   embedding stays on the host: a step's rows are gathered and dequantized there (one row
+ *   per token) and uploaded with the step's positions, RoPE angles and block tables.
+ * - LoRA: A, B (and DoRA factors, PEFT biases) are uploaded at the first step that uses them,
+ *   keyed by (adapter serial, layer, module), kept until the session ends.
+ * - Activations, KV cache (the CPU layout, float32) and logits: device memory sized from the
+ *   session shape; the logits of the wanted rows are copied back at the end of a step.
+ * - Matmuls: loam__cuda_quantize_x + loam__cuda_matmul_q4 over runs of at most 8 rows
+ *   (LOAM_CUDA_Q4_MAX_M), so a long prefill is many decode-shaped launches (correct, not yet
+ *   fast: a tensor-core path for m > 8 is the next piece).
+ * Stage functions cannot fail (backend.h); a CUDA error inside one is kept (the first one) and
+ * the step's logits come back as NaN, which the session's callers treat as a failed step.
+ * One stream (the default); the download of the logits synchronizes.
+ */
+#include "../backend.h"
+#include "../lora.h"
+#include "loam_cuda.h"
+
+#include <math.h>
+
+#define KV_BLOCK LOAM__KV_BLOCK
+#define MAX_M    LOAM_CUDA_Q4_MAX_M
+#define LORA_T   (1 << 16) /* floats of LoRA scratch (rows × rank) */
+
+typedef struct dev_layer {
+    loam__cuda_q4mat w[LOAM__N_MOD];
+    float *bias[LOAM__N_MOD];
+    float *attn_norm, *ffn_norm, *q_norm, *k_norm;
+} dev_layer;
+
+typedef struct lora_dev {
+    uint64_t serial; /* 0: free entry */
+    int32_t layer, mod;
+    float *a, *b, *bias, *dora;
+} lora_dev;
+
+typedef struct cuda_state {
+    const loam_model *m;
+    loam__backend_shape sh;
+    int64_t q_dim, kv_dim, kv_layer; /* kv_layer: floats of one layer's K (or V) cache */
+    dev_layer *layers;
+    loam__cuda_q4mat head;
+    float *out_norm;
+    /* device activations */
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin, *k_cache, *v_cache;
+    float *lora_t, *logits;
+    void *xq;
+    int32_t *d_blk, *d_slot, *d_pos, *d_seq, *d_tables, *d_out;
+    /* host staging */
+    float *h_x, *h_cos, *h_sin;
+    int32_t *h_blk, *h_slot;
+    lora_dev *lora;
+    size_t lora_cap, lora_used;
+    loam_status status; /* first failure of a stage, sticky */
+    loam_err err;
+} cuda_state;
+
+static bool failed(cuda_state *cs, loam_status s) {
+    if (s != LOAM_OK && cs->status == LOAM_OK) cs->status = s;
+    return s != LOAM_OK;
+}
+
+// ---- allocation helpers -----------------------------------------------------------------------
+
+static void *dalloc(cuda_state *cs, size_t bytes, loam_err *err) {
+    void *p = NULL;
+    if (loam__cuda_alloc(&p, bytes, err) != LOAM_OK) return NULL;
+    (void)cs;
+    return p;
+}
+
+/* a device copy of n host floats (NULL host: NULL, no error) */
+static loam_status up_f32(float **out, const float *host, int64_t n, loam_err *err) {
+    *out = NULL;
+    if (!host || n <= 0) return LOAM_OK;
+    loam_status s = loam__cuda_alloc((void **)out, (size_t)n * sizeof(float), err);
+    if (s == LOAM_OK) s = loam__cuda_upload(*out, host, (size_t)n * sizeof(float), err);
+    return s;
+}
+
+static void cuda_session_free(void *p) {
+    cuda_state *cs = p;
+    if (!cs) return;
+    if (cs->layers) {
+        for (int32_t l = 0; l < cs->m->cfg.n_layer; l++) {
+            dev_layer *L = &cs->layers[l];
+            for (int i = 0; i < LOAM__N_MOD; i++) {
+                loam__cuda_q4mat_free(&L->w[i]);
+                loam__cuda_free(L->bias[i]);
+            }
+            loam__cuda_free(L->attn_norm);
+            loam__cuda_free(L->ffn_norm);
+            loam__cuda_free(L->q_norm);
+            loam__cuda_free(L->k_norm);
+        }
+        loam__free(cs->layers);
+    }
+    for (size_t i = 0; cs->lora && i < cs->lora_cap; i++) {
+        if (!cs->lora[i].serial) continue;
+        loam__cuda_free(cs->lora[i].a);
+        loam__cuda_free(cs->lora[i].b);
+        loam__cuda_free(cs->lora[i].bias);
+        loam__cuda_free(cs->lora[i].dora);
+    }
+    loam__free(cs->lora);
+    loam__cuda_q4mat_free(&cs->head);
+    void *dev[] = {cs->out_norm, cs->x,       cs->xn,      cs->q,       cs->k,      cs->v,
+                   cs->att,      cs->gate,    cs->up,      cs->rope_cos, cs->rope_sin, cs->k_cache,
+                   cs->v_cache,  cs->lora_t,  cs->logits,  cs->xq,      cs->d_blk,  cs->d_slot,
+                   cs->d_pos,    cs->d_seq,   cs->d_tables, cs->d_out};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) loam__cuda_free(dev[i]);
+    loam__free(cs->h_x);
+    loam__free(cs->h_cos);
+    loam__free(cs->h_sin);
+    loam__free(cs->h_blk);
+    loam__free(cs->h_slot);
+    loam__free(cs);
+}
+
+static loam_status upload_weight(loam__cuda_q4mat *out, const loam__qmat *w, const char *what,
+                                 int32_t layer, loam_err *err) {
+    loam_status s = loam__cuda_q4mat_upload(out, w, err);
+    if (s == LOAM_E_UNSUPPORTED) {
+        char name[96];
+        if (layer >= 0) snprintf(name, sizeof name, "model.layers.%d.%s", layer, what);
+        else snprintf(name, sizeof name, "%s", what);
+        if (w->dtype == LOAM_DTYPE_U32)
+            return loam__fail(err, s,
+                              "cuda backend: %s is %d-bit group %d with %s scales; only MLX "
+                              "4-bit group-64 bf16-scale weights run on CUDA (use the CPU)",
+                              name, w->fmt.bits, w->fmt.group_size,
+                              loam_dtype_name(w->fmt.scale_dtype));
+        return loam__fail(err, s,
+                          "cuda backend: %s is unquantized %s; only MLX 4-bit group-64 "
+                          "bf16-scale weights run on CUDA (use the CPU)",
+                          name, loam_dtype_name(w->dtype));
+    }
+    return s;
+}
+
+static loam_status cuda_session_new(void **out, const loam_model *m,
+                                    const loam__backend_shape *sh, loam_err *err) {
+    const loam__config *c = &m->cfg;
+    *out = NULL;
+    cuda_state *cs = loam__calloc(1, sizeof *cs);
+    if (!cs) return loam__fail(err, LOAM_E_NOMEM, "cuda backend: out of memory");
+    cs->m = m;
+    cs->sh = *sh;
+    cs->q_dim = (int64_t)c->n_head * c->head_dim;
+    cs->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
+    cs->kv_layer = (int64_t)sh->n_blocks * c->n_head_kv * KV_BLOCK * c->head_dim;
+    loam_status s = LOAM_OK;
+    if (c->head_dim > 256 || c->head_dim % 2) {
+        s = loam__fail(err, LOAM_E_UNSUPPORTED, "cuda backend: head_dim %d (even, <= 256)",
+                       c->head_dim);
+        goto fail;
+    }
+    cs->layers = loam__calloc((size_t)c->n_layer, sizeof *cs->layers);
+    if (!cs->layers) {
+        s = loam__fail(err, LOAM_E_NOMEM, "cuda backend: out of memory");
+        goto fail;
+    }
+    for (int32_t l = 0; l < c->n_layer && s == LOAM_OK; l++) {
+        const loam__layer *L = &m->layers[l];
+        dev_layer *D = &cs->layers[l];
+        for (int i = 0; i < LOAM__N_MOD && s == LOAM_OK; i++) {
+            s = upload_weight(&D->w[i], &L->lin[i].w, loam__mod_path[i], l, err);
+            if (s == LOAM_OK) s = up_f32(&D->bias[i], L->lin[i].bias, L->lin[i].w.n, err);
+        }
+        if (s == LOAM_OK) s = up_f32(&D->attn_norm, L->attn_norm, c->n_embd, err);
+        if (s == LOAM_OK) s = up_f32(&D->ffn_norm, L->ffn_norm, c->n_embd, err);
+        if (s == LOAM_OK) s = up_f32(&D->q_norm, L->q_norm, c->head_dim, err);
+        if (s == LOAM_OK) s = up_f32(&D->k_norm, L->k_norm, c->head_dim, err);
+    }
+    if (s == LOAM_OK) s = upload_weight(&cs->head, &m->head, "lm_head", -1, err);
+    if (s == LOAM_OK) s = up_f32(&cs->out_norm, m->out_norm, c->n_embd, err);
+    if (s != LOAM_OK) goto fail;
+
+    const int64_t nb = sh->n_batch, half = c->head_dim / 2;
+    const int64_t wide = cs->q_dim > c->n_embd ? cs->q_dim : c->n_embd;
+    const int64_t kmax = wide > c->n_ff ? wide : c->n_ff;
+    const size_t F = sizeof(float), I = sizeof(int32_t);
+    const int64_t table_stride = ((int64_t)sh->n_ctx + KV_BLOCK - 1) / KV_BLOCK;
+    cs->lora_cap = 4096;
+    struct {
+        void **p;
+        size_t bytes;
+    } bufs[] = {
+        {(void **)&cs->x, (size_t)(nb * c->n_embd) * F},
+        {(void **)&cs->xn, (size_t)(nb * wide) * F},
+        {(void **)&cs->q, (size_t)(nb * cs->q_dim) * F},
+        {(void **)&cs->k, (size_t)(nb * cs->kv_dim) * F},
+        {(void **)&cs->v, (size_t)(nb * cs->kv_dim) * F},
+        {(void **)&cs->att, (size_t)(nb * cs->q_dim) * F},
+        {(void **)&cs->gate, (size_t)(nb * c->n_ff) * F},
+        {(void **)&cs->up, (size_t)(nb * c->n_ff) * F},
+        {(void **)&cs->rope_cos, (size_t)(nb * half) * F},
+        {(void **)&cs->rope_sin, (size_t)(nb * half) * F},
+        {(void **)&cs->k_cache, (size_t)(cs->kv_layer * c->n_layer) * F},
+        {(void **)&cs->v_cache, (size_t)(cs->kv_layer * c->n_layer) * F},
+        {(void **)&cs->lora_t, (size_t)LORA_T * F},
+        {(void **)&cs->logits, (size_t)(nb * c->n_vocab) * F},
+        {(void **)&cs->xq, loam__cuda_xq_bytes(MAX_M, kmax)},
+        {(void **)&cs->d_blk, (size_t)nb * I},
+        {(void **)&cs->d_slot, (size_t)nb * I},
+        {(void **)&cs->d_pos, (size_t)nb * I},
+        {(void **)&cs->d_seq, (size_t)nb * I},
+        {(void **)&cs->d_tables, (size_t)(sh->n_seq * table_stride) * I},
+        {(void **)&cs->d_out, (size_t)nb * I},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (!(*bufs[i].p = dalloc(cs, bufs[i].bytes, err))) {
+            s = loam__fail(err, LOAM_E_NOMEM,
+                           "cuda backend: no device memory for the session (%.1f MiB buffer %zu: "
+                           "%s)",
+                           (double)bufs[i].bytes / 1048576.0, i, err->msg);
+            goto fail;
+        }
+    }
+    cs->h_x = loam__malloc((size_t)(nb * c->n_embd) * F);
+    cs->h_cos = loam__malloc((size_t)(nb * half) * F);
+    cs->h_sin = loam__malloc((size_t)(nb * half) * F);
+    cs->h_blk = loam__malloc((size_t)nb * I);
+    cs->h_slot = loam__malloc((size_t)nb * I);
+    cs->lora = loam__calloc(cs->lora_cap, sizeof *cs->lora);
+    if (!cs->h_x || !cs->h_cos || !cs->h_sin || !cs->h_blk || !cs->h_slot || !cs->lora) {
+        s = loam__fail(err, LOAM_E_NOMEM, "cuda backend: out of memory");
+        goto fail;
+    }
+    *out = cs;
+    return LOAM_OK;
+fail:
+    cuda_session_free(cs);
+    return s;
+}
+
+// ---- linear layers ----------------------------------------------------------------------------
+
+/* The device copy of an adapter module, uploaded on first use; NULL after a failure (kept). */
+static const lora_dev *lora_get(cuda_state *cs, const loam__adapter *a, int32_t layer,
+                                loam__mod mod, const loam__lora_mod *lm, int64_t in, int64_t out) {
+    const uint64_t serial = loam__adapter_serial(a);
+    size_t h = (size_t)((serial * 0x9E3779B97F4A7C15ull) ^ (uint64_t)(layer * 8 + (int)mod) *
+                                                               0xBF58476D1CE4E5B9ull);
+    for (size_t i = 0; i < cs->lora_cap; i++) {
+        lora_dev *e = &cs->lora[(h + i) % cs->lora_cap];
+        if (e->serial == serial && e->layer == layer && e->mod == (int32_t)mod) return e;
+        if (e->serial) continue;
+        if (cs->lora_used + 1 > cs->lora_cap * 3 / 4) break; /* full: below */
+        loam_status s = up_f32(&e->a, lm->a, in * lm->r, &cs->err);
+        if (s == LOAM_OK) s = up_f32(&e->b, lm->b, (int64_t)lm->r * out, &cs->err);
+        if (s == LOAM_OK) s = up_f32(&e->bias, lm->bias, out, &cs->err);
+        if (s == LOAM_OK) s = up_f32(&e->dora, lm->dora, out, &cs->err);
+        if (failed(cs, s)) return NULL;
+        e->serial = serial;
+        e->layer = layer;
+        e->mod = (int32_t)mod;
+        cs->lora_used++;
+        return e;
+    }
+    failed(cs, loam__fail(&cs->err, LOAM_E_NOMEM,
+                          "cuda backend: more than %zu adapted modules in one session",
+                          cs->lora_cap * 3 / 4));
+    return NULL;
+}
+
+/* y_i (m, W_i.n) = x (m, k) · W_iᵀ for i < nw, matrices of the same k: x is quantized once per
+ * run of 8 rows for all of them (q/k/v, gate/up). */
+static void matmuls(cuda_state *cs, const loam__cuda_q4mat *const *W, float *const *y, int nw,
+                    const float *x, int64_t m) {
+    const int64_t k = W[0]->k;
+    for (int64_t r0 = 0; r0 < m && cs->status == LOAM_OK; r0 += MAX_M) {
+        int64_t mc = m - r0 < MAX_M ? m - r0 : MAX_M;
+        if (failed(cs, loam__cuda_quantize_x(x + r0 * k, mc, k, cs->xq, 0, NULL, &cs->err)))
+            return;
+        for (int i = 0; i < nw && cs->status == LOAM_OK; i++)
+            failed(cs, loam__cuda_matmul_q4(W[i], cs->xq, mc, y[i] + r0 * W[i]->n, 0, NULL,
+                                            &cs->err));
+    }
+}
+
+static void matmul(cuda_state *cs, const loam__cuda_q4mat *W, const float *x, int64_t m,
+                   float *y) {
+    matmuls(cs, &W, &y, 1, x, m);
+}
+
+/* After y = x · Wᵀ of module mod: the LoRA term of each adapter group, then the bias. */
+static void linear_rest(cuda_state *cs, const loam__step *st, int32_t layer, loam__mod mod,
+                        const float *x, float *y) {
+    const dev_layer *D = &cs->layers[layer];
+    const loam__cuda_q4mat *W = &D->w[mod];
+    const int64_t m = st->n_rows, in = W->k, out = W->n;
+    for (int32_t g = 0; g < st->n_groups && cs->status == LOAM_OK; g++) {
+        const loam__group *gr = &st->groups[g];
+        const loam__lora_mod *lm = gr->a ? loam__adapter_mod(gr->a, layer, mod) : NULL;
+        if (!lm || !lm->a) continue;
+        const lora_dev *e = lora_get(cs, gr->a, layer, mod, lm, in, out);
+        if (!e) return;
+        const int64_t step = LORA_T / lm->r;
+        for (int64_t r0 = 0; r0 < gr->n && cs->status == LOAM_OK; r0 += step) {
+            int64_t rows = gr->n - r0 < step ? gr->n - r0 : step, row = gr->row0 + r0;
+            failed(cs, loam__cuda_lora(x + row * in, e->a, e->b, e->bias, e->dora, lm->scale,
+                                       lm->r, (int32_t)rows, (int32_t)in, (int32_t)out,
+                                       cs->lora_t, y + row * out, NULL, &cs->err));
+        }
+    }
+    if (D->bias[mod] && cs->status == LOAM_OK)
+        failed(cs, loam__cuda_add_bias(y, D->bias[mod], (int32_t)m, (int32_t)out, NULL, &cs->err));
+}
+
+/* y_i = x · W_iᵀ (+ LoRA, + bias) for the modules mods[0..n) of a layer, which share x. */
+static void linears(cuda_state *cs, const loam__step *st, int32_t layer, const loam__mod *mods,
+                    int n, const float *x, float *const *y) {
+    const loam__cuda_q4mat *W[3];
+    for (int i = 0; i < n; i++) W[i] = &cs->layers[layer].w[mods[i]];
+    matmuls(cs, W, y, n, x, st->n_rows);
+    for (int i = 0; i < n && cs->status == LOAM_OK; i++) linear_rest(cs, st, layer, mods[i], x, y[i]);
+}
+
+static void linear(cuda_state *cs, const loam__step *st, int32_t layer, loam__mod mod,
+                   const float *x, float *y) {
+    linears(cs, st, layer, &mod, 1, x, &y);
+}
+
+// ---- stages -----------------------------------------------------------------------------------
+
+static void cuda_embed(void *p, const loam__step *st) {
+    cuda_state *cs = p;
+    const loam_model *m = cs->m;
+    const int64_t n_embd = m->cfg.n_embd;
+    const int32_t half = m->cfg.head_dim / 2, n = st->n_rows;
+    const float af = m->rope_attn_factor;
+    cs->status = LOAM_OK; /* a new step */
+    for (int32_t r = 0; r < n; r++) {
+        loam__qmat_row(&m->embed, st->token[r], cs->h_x + r * n_embd);
+        float *cr = cs->h_cos + (int64_t)r * half, *sr = cs->h_sin + (int64_t)r * half;
+        const float pos = (float)st->pos[r];
+        for (int32_t i = 0; i < half; i++) {
+            float theta = pos * m->rope_inv_freq[i]; /* float32 product, as the CPU backend */
+            cr[i] = cosf(theta) * af;
+            sr[i] = sinf(theta) * af;
+        }
+        cs->h_blk[r] = loam__kv_table(st->kv, st->seq[r])[st->pos[r] / KV_BLOCK];
+        cs->h_slot[r] = st->pos[r] % KV_BLOCK;
+    }
+    const size_t F = sizeof(float), I = sizeof(int32_t);
+    const loam__kv *kv = st->kv;
+    struct {
+        void *dev;
+        const void *host;
+        size_t bytes;
+    } ups[] = {
+        {cs->x, cs->h_x, (size_t)(n * n_embd) * F},
+        {cs->rope_cos, cs->h_cos, (size_t)n * (size_t)half * F},
+        {cs->rope_sin, cs->h_sin, (size_t)n * (size_t)half * F},
+        {cs->d_blk, cs->h_blk, (size_t)n * I},
+        {cs->d_slot, cs->h_slot, (size_t)n * I},
+        {cs->d_pos, st->pos, (size_t)n * I},
+        {cs->d_seq, st->seq, (size_t)n * I},
+        {cs->d_tables, kv->tables, (size_t)kv->n_seq * (size_t)kv->table_stride * I},
+        {cs->d_out, st->out_rows, (size_t)st->n_out * I},
+    };
+    for (size_t i = 0; i < sizeof ups / sizeof ups[0]; i++)
+        if (ups[i].bytes && failed(cs, loam__cuda_upload(ups[i].dev, ups[i].host, ups[i].bytes,
+                                                         &cs->err)))
+            return;
+}
+
+static void cuda_attn_qkv(void *p, const loam__step *st, int32_t l) {
+    cuda_state *cs = p;
+    const loam__config *c = &cs->m->cfg;
+    if (cs->status != LOAM_OK) return;
+    if (failed(cs, loam__cuda_rmsnorm(cs->x, NULL, cs->layers[l].attn_norm, cs->xn, st->n_rows,
+                                      c->n_embd, c->rms_eps, NULL, &cs->err)))
+        return;
+    static const loam__mod qkv[3] = {LOAM__MOD_Q, LOAM__MOD_K, LOAM__MOD_V};
+    float *const y[3] = {cs->q, cs->k, cs->v};
+    linears(cs, st, l, qkv, 3, cs->xn, y);
+}
+
+static void cuda_attention(void *p, const loam__step *st, int32_t l) {
+    cuda_state *cs = p;
+    const loam__config *c = &cs->m->cfg;
+    const dev_layer *D = &cs->layers[l];
+    if (cs->status != LOAM_OK) return;
+    float *kc = cs->k_cache + (int64_t)l * cs->kv_layer, *vc = cs->v_cache + (int64_t)l * cs->kv_layer;
+    if (failed(cs, loam__cuda_qk_rope_store(cs->q, cs->k, cs->v, D->q_norm, D->k_norm,
+                                            cs->rope_cos, cs->rope_sin, cs->d_blk, cs->d_slot, kc,
+                                            vc, st->n_rows, c->n_head, c->n_head_kv, c->head_dim,
+                                            c->rms_eps, NULL, &cs->err)))
+        return;
+    failed(cs, loam__cuda_attention(cs->q, kc, vc, cs->d_tables, st->kv->table_stride, cs->d_seq,
+                                    cs->d_pos, cs->att, st->n_rows, c->n_head, c->n_head_kv,
+                                    c->head_dim, 1.0f / sqrtf((float)c->head_dim), NULL,
+                                    &cs->err));
+}
+
+static void cuda_attn_out(void *p, const loam__step *st, int32_t l) {
+    cuda_state *cs = p;
+    if (cs->status != LOAM_OK) return;
+    linear(cs, st, l, LOAM__MOD_O, cs->att, cs->xn);
+    if (cs->status == LOAM_OK)
+        failed(cs, loam__cuda_add(cs->x, cs->xn, (int64_t)st->n_rows * cs->m->cfg.n_embd, NULL,
+                                  &cs->err));
+}
+
+static void cuda_ffn_up(void *p, const loam__step *st, int32_t l) {
+    cuda_state *cs = p;
+    const loam__config *c = &cs->m->cfg;
+    if (cs->status != LOAM_OK) return;
+    if (failed(cs, loam__cuda_rmsnorm(cs->x, NULL, cs->layers[l].ffn_norm, cs->xn, st->n_rows,
+                                      c->n_embd, c->rms_eps, NULL, &cs->err)))
+        return;
+    static const loam__mod gu[2] = {LOAM__MOD_GATE, LOAM__MOD_UP};
+    float *const y[2] = {cs->gate, cs->up};
+    linears(cs, st, l, gu, 2, cs->xn, y);
+    if (cs->status == LOAM_OK)
+        failed(cs, loam__cuda_silu_mul(cs->gate, cs->up, (int64_t)st->n_rows * c->n_ff, NULL,
+                                       &cs->err));
+}
+
+static void cuda_ffn_down(void *p, const loam__step *st, int32_t l) {
+    cuda_state *cs = p;
+    if (cs->status != LOAM_OK) return;
+    linear(cs, st, l, LOAM__MOD_DOWN, cs->gate, cs->xn);
+    if (cs->status == LOAM_OK)
+        failed(cs, loam__cuda_add(cs->x, cs->xn, (int64_t)st->n_rows * cs->m->cfg.n_embd, NULL,
+                                  &cs->err));
+}
+
+static void cuda_head(void *p, const loam__step *st) {
+    cuda_state *cs = p;
+    const loam__config *c = &cs->m->cfg;
+    const size_t n_logits = (size_t)st->n_out * (size_t)c->n_vocab;
+    if (st->n_out > 0 && cs->status == LOAM_OK &&
+        !failed(cs, loam__cuda_rmsnorm(cs->x, cs->d_out, cs->out_norm, cs->xn, st->n_out,
+                                       c->n_embd, c->rms_eps, NULL, &cs->err))) {
+        matmul(cs, &cs->head, cs->xn, st->n_out, cs->logits);
+        if (cs->status == LOAM_OK)
+            failed(cs, loam__cuda_download(st->logits, cs->logits, n_logits * sizeof(float),
+                                           &cs->err));
+    }
+    if (cs->status == LOAM_OK && st->n_out == 0)
+        failed(cs, loam__cuda_sync(NULL, &cs->err));
+    if (cs->status != LOAM_OK)
+        for (size_t i = 0; i < n_logits; i++) st->logits[i] = NAN;
+}
+
+const loam__backend loam__backend_cuda = {
+    .name = "cuda",
+    .session_new = cuda_session_new,
+    .session_free = cuda_session_free,
+    .embed = cuda_embed,
+    .attn_qkv = cuda_attn_qkv,
+    .attention = cuda_attention,
+    .attn_out = cuda_attn_out,
+    .ffn_up = cuda_ffn_up,
+    .ffn_down = cuda_ffn_down,
+    .head = cuda_head,
+};
