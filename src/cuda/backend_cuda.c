@@ -42,6 +42,25 @@ typedef struct lora_dev {
     float *a, *b, *bias, *dora;
 } lora_dev;
 
+#define N_GRAPHS       16 /* decode shapes kept */
+#define GRAPH_MAX_ROWS 64 /* larger steps (prefill) run directly */
+#define GRAPH_GROUPS   8  /* adapter groups a recorded step may have */
+
+/* What a recorded step depends on besides device buffers: rows, outputs, adapter groups. */
+typedef struct graph_key {
+    int32_t n_rows, n_out, n_groups;
+    struct {
+        uint64_t serial; /* 0: the base model */
+        int32_t row0, n;
+    } g[GRAPH_GROUPS];
+} graph_key;
+
+typedef struct graph {
+    graph_key key;
+    void *exec;    /* NULL: free slot */
+    uint64_t used; /* for replacement: the least recently used goes */
+} graph;
+
 typedef struct cuda_state {
     const loam_model *m;
     loam__backend_shape sh;
@@ -51,7 +70,8 @@ typedef struct cuda_state {
     float *out_norm;
     /* device activations */
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin, *k_cache, *v_cache;
-    float *lora_t, *logits;
+    float *lora_t, *logits, *hn; /* hn: the head's normed rows */
+    float *pending; /* a residual not yet added to x: the next norm adds it (xn, or NULL) */
     void *xq;
     int32_t *d_blk, *d_slot, *d_pos, *d_seq, *d_tables, *d_out;
     /* host staging */
@@ -61,6 +81,13 @@ typedef struct cuda_state {
     size_t lora_cap, lora_used;
     loam_status status; /* first failure of a stage, sticky */
     loam_err err;
+    void *stream;
+    /* decode steps are recorded once per shape as a CUDA graph and replayed: the kernels read
+     * everything that changes between steps from the device buffers the embed stage fills */
+    graph graphs[N_GRAPHS];
+    uint64_t graph_clock;
+    enum { RUN_DIRECT, RUN_CAPTURE, RUN_REPLAY } mode;
+    graph *cur; /* the graph being recorded or replayed */
 } cuda_state;
 
 static bool failed(cuda_state *cs, loam_status s) {
@@ -111,10 +138,12 @@ static void cuda_session_free(void *p) {
         loam__cuda_free(cs->lora[i].dora);
     }
     loam__free(cs->lora);
+    for (int i = 0; i < N_GRAPHS; i++) loam__cuda_graph_free(cs->graphs[i].exec);
+    loam__cuda_stream_free(cs->stream);
     loam__cuda_q4mat_free(&cs->head);
     void *dev[] = {cs->out_norm, cs->x,       cs->xn,      cs->q,       cs->k,      cs->v,
                    cs->att,      cs->gate,    cs->up,      cs->rope_cos, cs->rope_sin, cs->k_cache,
-                   cs->v_cache,  cs->lora_t,  cs->logits,  cs->xq,      cs->d_blk,  cs->d_slot,
+                   cs->v_cache,  cs->lora_t,  cs->logits,  cs->hn,  cs->xq,      cs->d_blk,  cs->d_slot,
                    cs->d_pos,    cs->d_seq,   cs->d_tables, cs->d_out};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) loam__cuda_free(dev[i]);
     loam__free(cs->h_x);
@@ -157,7 +186,8 @@ static loam_status cuda_session_new(void **out, const loam_model *m,
     cs->q_dim = (int64_t)c->n_head * c->head_dim;
     cs->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
     cs->kv_layer = (int64_t)sh->n_blocks * c->n_head_kv * KV_BLOCK * c->head_dim;
-    loam_status s = LOAM_OK;
+    loam_status s = loam__cuda_stream_new(&cs->stream, err);
+    if (s != LOAM_OK) goto fail;
     if (c->head_dim > 256 || c->head_dim % 2) {
         s = loam__fail(err, LOAM_E_UNSUPPORTED, "cuda backend: head_dim %d (even, <= 256)",
                        c->head_dim);
@@ -207,6 +237,7 @@ static loam_status cuda_session_new(void **out, const loam_model *m,
         {(void **)&cs->k_cache, (size_t)(cs->kv_layer * c->n_layer) * F},
         {(void **)&cs->v_cache, (size_t)(cs->kv_layer * c->n_layer) * F},
         {(void **)&cs->lora_t, (size_t)LORA_T * F},
+        {(void **)&cs->hn, (size_t)(nb * c->n_embd) * F},
         {(void **)&cs->logits, (size_t)(nb * c->n_vocab) * F},
         {(void **)&cs->xq, loam__cuda_xq_bytes(MAX_M, kmax)},
         {(void **)&cs->d_blk, (size_t)nb * I},
@@ -279,10 +310,10 @@ static void matmuls(cuda_state *cs, const loam__cuda_q4mat *const *W, float *con
     const int64_t k = W[0]->k;
     for (int64_t r0 = 0; r0 < m && cs->status == LOAM_OK; r0 += MAX_M) {
         int64_t mc = m - r0 < MAX_M ? m - r0 : MAX_M;
-        if (failed(cs, loam__cuda_quantize_x(x + r0 * k, mc, k, cs->xq, 0, NULL, &cs->err)))
+        if (failed(cs, loam__cuda_quantize_x(x + r0 * k, mc, k, cs->xq, 0, cs->stream, &cs->err)))
             return;
         for (int i = 0; i < nw && cs->status == LOAM_OK; i++)
-            failed(cs, loam__cuda_matmul_q4(W[i], cs->xq, mc, y[i] + r0 * W[i]->n, 0, NULL,
+            failed(cs, loam__cuda_matmul_q4(W[i], cs->xq, mc, y[i] + r0 * W[i]->n, 0, cs->stream,
                                             &cs->err));
     }
 }
@@ -309,11 +340,11 @@ static void linear_rest(cuda_state *cs, const loam__step *st, int32_t layer, loa
             int64_t rows = gr->n - r0 < step ? gr->n - r0 : step, row = gr->row0 + r0;
             failed(cs, loam__cuda_lora(x + row * in, e->a, e->b, e->bias, e->dora, lm->scale,
                                        lm->r, (int32_t)rows, (int32_t)in, (int32_t)out,
-                                       cs->lora_t, y + row * out, NULL, &cs->err));
+                                       cs->lora_t, y + row * out, cs->stream, &cs->err));
         }
     }
     if (D->bias[mod] && cs->status == LOAM_OK)
-        failed(cs, loam__cuda_add_bias(y, D->bias[mod], (int32_t)m, (int32_t)out, NULL, &cs->err));
+        failed(cs, loam__cuda_add_bias(y, D->bias[mod], (int32_t)m, (int32_t)out, cs->stream, &cs->err));
 }
 
 /* y_i = x · W_iᵀ (+ LoRA, + bias) for the modules mods[0..n) of a layer, which share x. */
@@ -330,6 +361,87 @@ static void linear(cuda_state *cs, const loam__step *st, int32_t layer, loam__mo
     linears(cs, st, layer, &mod, 1, x, &y);
 }
 
+// ---- recorded steps ---------------------------------------------------------------------------
+
+static bool make_key(const loam__step *st, graph_key *k) {
+    memset(k, 0, sizeof *k);
+    if (st->n_rows > GRAPH_MAX_ROWS || st->n_groups > GRAPH_GROUPS) return false;
+    k->n_rows = st->n_rows;
+    k->n_out = st->n_out;
+    k->n_groups = st->n_groups;
+    for (int32_t g = 0; g < st->n_groups; g++) {
+        k->g[g].serial = st->groups[g].a ? loam__adapter_serial(st->groups[g].a) : 0;
+        k->g[g].row0 = st->groups[g].row0;
+        k->g[g].n = st->groups[g].n;
+    }
+    return true;
+}
+
+/* Every adapter module the step uses, on the device before recording (uploads cannot be
+ * recorded). */
+static bool preload_adapters(cuda_state *cs, const loam__step *st) {
+    for (int32_t g = 0; g < st->n_groups; g++) {
+        const loam__adapter *a = st->groups[g].a;
+        if (!a) continue;
+        for (int32_t l = 0; l < cs->m->cfg.n_layer; l++)
+            for (int i = 0; i < LOAM__N_MOD; i++) {
+                const loam__lora_mod *lm = loam__adapter_mod(a, l, (loam__mod)i);
+                if (lm && lm->a &&
+                    !lora_get(cs, a, l, (loam__mod)i, lm, cs->layers[l].w[i].k,
+                              cs->layers[l].w[i].n))
+                    return false;
+            }
+    }
+    return true;
+}
+
+/* After the embed uploads: replay this step's recorded graph, record one, or run directly. */
+static void choose_mode(cuda_state *cs, const loam__step *st) {
+    cs->mode = RUN_DIRECT;
+    cs->cur = NULL;
+    graph_key k;
+    if (cs->status != LOAM_OK || !make_key(st, &k)) return;
+    graph *victim = &cs->graphs[0];
+    for (int i = 0; i < N_GRAPHS; i++) {
+        graph *gr = &cs->graphs[i];
+        if (gr->exec && memcmp(&gr->key, &k, sizeof k) == 0) {
+            gr->used = ++cs->graph_clock;
+            cs->mode = RUN_REPLAY;
+            cs->cur = gr;
+            return;
+        }
+        if (!gr->exec || (victim->exec && gr->used < victim->used)) victim = gr;
+    }
+    if (!preload_adapters(cs, st)) return;
+    loam_err e;
+    if (loam__cuda_capture_begin(cs->stream, &e) != LOAM_OK) return; /* run directly */
+    loam__cuda_graph_free(victim->exec);
+    victim->exec = NULL;
+    victim->key = k;
+    victim->used = ++cs->graph_clock;
+    cs->mode = RUN_CAPTURE;
+    cs->cur = victim;
+}
+
+/* In the head stage, after its kernels were queued: end a recording and launch what is due. */
+static void finish_mode(cuda_state *cs) {
+    if (cs->mode == RUN_CAPTURE) {
+        void *exec = NULL;
+        loam_err e;
+        loam_status s = loam__cuda_capture_end(cs->stream, &exec, &e);
+        if (cs->status == LOAM_OK) failed(cs, s);
+        if (cs->status == LOAM_OK) {
+            cs->cur->exec = exec;
+        } else {
+            loam__cuda_graph_free(exec);
+            cs->cur->exec = NULL;
+            return;
+        }
+    }
+    if (cs->mode != RUN_DIRECT && cs->status == LOAM_OK)
+        failed(cs, loam__cuda_graph_launch(cs->cur->exec, cs->stream, &cs->err));
+}
+
 // ---- stages -----------------------------------------------------------------------------------
 
 static void cuda_embed(void *p, const loam__step *st) {
@@ -339,6 +451,7 @@ static void cuda_embed(void *p, const loam__step *st) {
     const int32_t half = m->cfg.head_dim / 2, n = st->n_rows;
     const float af = m->rope_attn_factor;
     cs->status = LOAM_OK; /* a new step */
+    cs->pending = NULL;
     for (int32_t r = 0; r < n; r++) {
         loam__qmat_row(&m->embed, st->token[r], cs->h_x + r * n_embd);
         float *cr = cs->h_cos + (int64_t)r * half, *sr = cs->h_sin + (int64_t)r * half;
@@ -372,15 +485,18 @@ static void cuda_embed(void *p, const loam__step *st) {
         if (ups[i].bytes && failed(cs, loam__cuda_upload(ups[i].dev, ups[i].host, ups[i].bytes,
                                                          &cs->err)))
             return;
+    choose_mode(cs, st);
 }
 
 static void cuda_attn_qkv(void *p, const loam__step *st, int32_t l) {
     cuda_state *cs = p;
     const loam__config *c = &cs->m->cfg;
-    if (cs->status != LOAM_OK) return;
-    if (failed(cs, loam__cuda_rmsnorm(cs->x, NULL, cs->layers[l].attn_norm, cs->xn, st->n_rows,
-                                      c->n_embd, c->rms_eps, NULL, &cs->err)))
+    if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
+    if (failed(cs, loam__cuda_add_rmsnorm(cs->x, cs->pending, NULL, cs->layers[l].attn_norm,
+                                          cs->xn, st->n_rows, c->n_embd, c->rms_eps, cs->stream,
+                                          &cs->err)))
         return;
+    cs->pending = NULL;
     static const loam__mod qkv[3] = {LOAM__MOD_Q, LOAM__MOD_K, LOAM__MOD_V};
     float *const y[3] = {cs->q, cs->k, cs->v};
     linears(cs, st, l, qkv, 3, cs->xn, y);
@@ -390,66 +506,65 @@ static void cuda_attention(void *p, const loam__step *st, int32_t l) {
     cuda_state *cs = p;
     const loam__config *c = &cs->m->cfg;
     const dev_layer *D = &cs->layers[l];
-    if (cs->status != LOAM_OK) return;
+    if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
     float *kc = cs->k_cache + (int64_t)l * cs->kv_layer, *vc = cs->v_cache + (int64_t)l * cs->kv_layer;
     if (failed(cs, loam__cuda_qk_rope_store(cs->q, cs->k, cs->v, D->q_norm, D->k_norm,
                                             cs->rope_cos, cs->rope_sin, cs->d_blk, cs->d_slot, kc,
                                             vc, st->n_rows, c->n_head, c->n_head_kv, c->head_dim,
-                                            c->rms_eps, NULL, &cs->err)))
+                                            c->rms_eps, cs->stream, &cs->err)))
         return;
     failed(cs, loam__cuda_attention(cs->q, kc, vc, cs->d_tables, st->kv->table_stride, cs->d_seq,
                                     cs->d_pos, cs->att, st->n_rows, c->n_head, c->n_head_kv,
-                                    c->head_dim, 1.0f / sqrtf((float)c->head_dim), NULL,
+                                    c->head_dim, 1.0f / sqrtf((float)c->head_dim), cs->stream,
                                     &cs->err));
 }
 
 static void cuda_attn_out(void *p, const loam__step *st, int32_t l) {
     cuda_state *cs = p;
-    if (cs->status != LOAM_OK) return;
+    if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
     linear(cs, st, l, LOAM__MOD_O, cs->att, cs->xn);
-    if (cs->status == LOAM_OK)
-        failed(cs, loam__cuda_add(cs->x, cs->xn, (int64_t)st->n_rows * cs->m->cfg.n_embd, NULL,
-                                  &cs->err));
+    cs->pending = cs->xn; /* x += xn happens in the next norm */
 }
 
 static void cuda_ffn_up(void *p, const loam__step *st, int32_t l) {
     cuda_state *cs = p;
     const loam__config *c = &cs->m->cfg;
-    if (cs->status != LOAM_OK) return;
-    if (failed(cs, loam__cuda_rmsnorm(cs->x, NULL, cs->layers[l].ffn_norm, cs->xn, st->n_rows,
-                                      c->n_embd, c->rms_eps, NULL, &cs->err)))
+    if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
+    if (failed(cs, loam__cuda_add_rmsnorm(cs->x, cs->pending, NULL, cs->layers[l].ffn_norm,
+                                          cs->xn, st->n_rows, c->n_embd, c->rms_eps, cs->stream,
+                                          &cs->err)))
         return;
+    cs->pending = NULL;
     static const loam__mod gu[2] = {LOAM__MOD_GATE, LOAM__MOD_UP};
     float *const y[2] = {cs->gate, cs->up};
     linears(cs, st, l, gu, 2, cs->xn, y);
     if (cs->status == LOAM_OK)
-        failed(cs, loam__cuda_silu_mul(cs->gate, cs->up, (int64_t)st->n_rows * c->n_ff, NULL,
+        failed(cs, loam__cuda_silu_mul(cs->gate, cs->up, (int64_t)st->n_rows * c->n_ff, cs->stream,
                                        &cs->err));
 }
 
 static void cuda_ffn_down(void *p, const loam__step *st, int32_t l) {
     cuda_state *cs = p;
-    if (cs->status != LOAM_OK) return;
+    if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
     linear(cs, st, l, LOAM__MOD_DOWN, cs->gate, cs->xn);
-    if (cs->status == LOAM_OK)
-        failed(cs, loam__cuda_add(cs->x, cs->xn, (int64_t)st->n_rows * cs->m->cfg.n_embd, NULL,
-                                  &cs->err));
+    cs->pending = cs->xn;
 }
 
 static void cuda_head(void *p, const loam__step *st) {
     cuda_state *cs = p;
     const loam__config *c = &cs->m->cfg;
     const size_t n_logits = (size_t)st->n_out * (size_t)c->n_vocab;
-    if (st->n_out > 0 && cs->status == LOAM_OK &&
-        !failed(cs, loam__cuda_rmsnorm(cs->x, cs->d_out, cs->out_norm, cs->xn, st->n_out,
-                                       c->n_embd, c->rms_eps, NULL, &cs->err))) {
-        matmul(cs, &cs->head, cs->xn, st->n_out, cs->logits);
-        if (cs->status == LOAM_OK)
-            failed(cs, loam__cuda_download(st->logits, cs->logits, n_logits * sizeof(float),
-                                           &cs->err));
-    }
+    if (st->n_out > 0 && cs->status == LOAM_OK && cs->mode != RUN_REPLAY &&
+        !failed(cs, loam__cuda_add_rmsnorm(cs->x, cs->pending, cs->d_out, cs->out_norm, cs->hn,
+                                           st->n_out, c->n_embd, c->rms_eps, cs->stream,
+                                           &cs->err)))
+        matmul(cs, &cs->head, cs->hn, st->n_out, cs->logits);
+    finish_mode(cs);
+    if (st->n_out > 0 && cs->status == LOAM_OK)
+        failed(cs, loam__cuda_download(st->logits, cs->logits, n_logits * sizeof(float),
+                                       &cs->err));
     if (cs->status == LOAM_OK && st->n_out == 0)
-        failed(cs, loam__cuda_sync(NULL, &cs->err));
+        failed(cs, loam__cuda_sync(cs->stream, &cs->err));
     if (cs->status != LOAM_OK)
         for (size_t i = 0; i < n_logits; i++) st->logits[i] = NAN;
 }

@@ -101,10 +101,14 @@ loam_status loam__cuda_matmul_q4(const loam__cuda_q4mat *W, const void *xq, int6
 // ---- the forward pass's other stages (ops.cu) -------------------------------------------------
 /* All asynchronous on stream, float32 device arrays, row-major; errors are launch errors. */
 
-/* y[r] = w ⊙ x[src_r] / sqrt(mean(x[src_r]²) + eps) for r < rows, rows of n floats;
- * src_r = rows_idx[r] when rows_idx (device int32) is given, else r. */
-loam_status loam__cuda_rmsnorm(const float *x, const int32_t *rows_idx, const float *w, float *y,
-                               int32_t rows, int32_t n, float eps, void *stream, loam_err *err);
+/* The residual add fused with the next RMSNorm: v = x[src_r] + res[src_r] (res may be NULL),
+ * out[r] = w ⊙ v / sqrt(mean(v²) + eps) for r < rows, rows of n floats; src_r = rows_idx[r]
+ * when rows_idx (device int32) is given, else r, and then x[r] = v is stored too. out may be
+ * res (each element is read before it is overwritten, by the same thread), not with
+ * rows_idx. */
+loam_status loam__cuda_add_rmsnorm(float *x, const float *res, const int32_t *rows_idx,
+                                   const float *w, float *out, int32_t rows, int32_t n, float eps,
+                                   void *stream, loam_err *err);
 
 /* Per row r: q/k RMSNorm of every head when q_norm/k_norm are given (head_dim weights), then
  * rotate-half RoPE with cos/sin [rows, head_dim/2]; the rotated k heads and the v heads are
@@ -130,6 +134,17 @@ loam_status loam__cuda_attention(const float *q, const float *k_cache, const flo
  * device's name (buf of cap bytes). */
 loam_status loam__cuda_copy_bandwidth(double *bytes_per_s, loam_err *err);
 loam_status loam__cuda_device_name(char *buf, size_t cap, loam_err *err);
+
+/* A stream of its own (blocking: it orders with the legacy default stream, which the
+ * synchronous copies use); and CUDA graphs of the work queued on it: capture_begin starts
+ * recording (this thread's calls only), capture_end stops and instantiates the graph into
+ * *exec (on failure the recording is dropped and *exec is NULL), graph_launch replays it. */
+loam_status loam__cuda_stream_new(void **stream, loam_err *err);
+void loam__cuda_stream_free(void *stream);
+loam_status loam__cuda_capture_begin(void *stream, loam_err *err);
+loam_status loam__cuda_capture_end(void *stream, void **exec, loam_err *err);
+loam_status loam__cuda_graph_launch(void *exec, void *stream, loam_err *err);
+void loam__cuda_graph_free(void *exec);
 
 /* x += y (n floats); g = silu(g)·u (n floats); y[r, o] += b[o] for rows × n. */
 loam_status loam__cuda_add(float *x, const float *y, int64_t n, void *stream, loam_err *err);
