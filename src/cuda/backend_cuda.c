@@ -39,7 +39,7 @@ typedef struct dev_layer {
 typedef struct lora_dev {
     uint64_t serial; /* 0: free entry */
     int32_t layer, mod;
-    float *a, *b, *bias, *dora;
+    float *a, *b, *bias, *dora; /* a: Aᵀ, (r, in) */
 } lora_dev;
 
 #define N_GRAPHS       16 /* decode shapes kept */
@@ -286,7 +286,16 @@ static const lora_dev *lora_get(cuda_state *cs, const loam__adapter *a, int32_t 
         if (e->serial == serial && e->layer == layer && e->mod == (int32_t)mod) return e;
         if (e->serial) continue;
         if (cs->lora_used + 1 > cs->lora_cap * 3 / 4) break; /* full: below */
-        loam_status s = up_f32(&e->a, lm->a, in * lm->r, &cs->err);
+        /* A (in, r) goes up transposed, (r, in): each rank's row is read contiguously */
+        float *at = loam__malloc((size_t)(in * lm->r) * sizeof(float));
+        if (!at) {
+            failed(cs, loam__fail(&cs->err, LOAM_E_NOMEM, "cuda backend: out of memory"));
+            return NULL;
+        }
+        for (int64_t c = 0; c < in; c++)
+            for (int32_t j = 0; j < lm->r; j++) at[(int64_t)j * in + c] = lm->a[c * lm->r + j];
+        loam_status s = up_f32(&e->a, at, in * lm->r, &cs->err);
+        loam__free(at);
         if (s == LOAM_OK) s = up_f32(&e->b, lm->b, (int64_t)lm->r * out, &cs->err);
         if (s == LOAM_OK) s = up_f32(&e->bias, lm->bias, out, &cs->err);
         if (s == LOAM_OK) s = up_f32(&e->dora, lm->dora, out, &cs->err);
@@ -324,36 +333,58 @@ static void matmul(cuda_state *cs, const loam__cuda_q4mat *W, const float *x, in
 }
 
 /* After y = x · Wᵀ of module mod: the LoRA term of each adapter group, then the bias. */
-static void linear_rest(cuda_state *cs, const loam__step *st, int32_t layer, loam__mod mod,
-                        const float *x, float *y) {
-    const dev_layer *D = &cs->layers[layer];
-    const loam__cuda_q4mat *W = &D->w[mod];
-    const int64_t m = st->n_rows, in = W->k, out = W->n;
-    for (int32_t g = 0; g < st->n_groups && cs->status == LOAM_OK; g++) {
-        const loam__group *gr = &st->groups[g];
-        const loam__lora_mod *lm = gr->a ? loam__adapter_mod(gr->a, layer, mod) : NULL;
-        if (!lm || !lm->a) continue;
-        const lora_dev *e = lora_get(cs, gr->a, layer, mod, lm, in, out);
-        if (!e) return;
-        const int64_t step = LORA_T / lm->r;
-        for (int64_t r0 = 0; r0 < gr->n && cs->status == LOAM_OK; r0 += step) {
-            int64_t rows = gr->n - r0 < step ? gr->n - r0 : step, row = gr->row0 + r0;
-            failed(cs, loam__cuda_lora(x + row * in, e->a, e->b, e->bias, e->dora, lm->scale,
-                                       lm->r, (int32_t)rows, (int32_t)in, (int32_t)out,
-                                       cs->lora_t, y + row * out, cs->stream, &cs->err));
-        }
-    }
-    if (D->bias[mod] && cs->status == LOAM_OK)
-        failed(cs, loam__cuda_add_bias(y, D->bias[mod], (int32_t)m, (int32_t)out, cs->stream, &cs->err));
-}
-
-/* y_i = x · W_iᵀ (+ LoRA, + bias) for the modules mods[0..n) of a layer, which share x. */
+/* y_i = x · W_iᵀ (+ LoRA, + bias) for the modules mods[0..n) of a layer, which share x: one
+ * quantization of x per run of 8 rows, then per adapter group one LoRA launch pair for all the
+ * group's adapted modules among them. */
 static void linears(cuda_state *cs, const loam__step *st, int32_t layer, const loam__mod *mods,
                     int n, const float *x, float *const *y) {
-    const loam__cuda_q4mat *W[3];
-    for (int i = 0; i < n; i++) W[i] = &cs->layers[layer].w[mods[i]];
+    const dev_layer *D = &cs->layers[layer];
+    const loam__cuda_q4mat *W[LOAM_CUDA_LORA_SET];
+    for (int i = 0; i < n; i++) W[i] = &D->w[mods[i]];
     matmuls(cs, W, y, n, x, st->n_rows);
-    for (int i = 0; i < n && cs->status == LOAM_OK; i++) linear_rest(cs, st, layer, mods[i], x, y[i]);
+    const int64_t in = W[0]->k;
+    for (int32_t g = 0; g < st->n_groups && cs->status == LOAM_OK; g++) {
+        const loam__group *gr = &st->groups[g];
+        if (!gr->a) continue;
+        loam__cuda_lora_set set;
+        memset(&set, 0, sizeof set);
+        int64_t r_total = 0;
+        for (int i = 0; i < n; i++) {
+            const loam__lora_mod *lm = loam__adapter_mod(gr->a, layer, mods[i]);
+            if (!lm || !lm->a) continue;
+            const lora_dev *e = lora_get(cs, gr->a, layer, mods[i], lm, in, W[i]->n);
+            if (!e) return;
+            int k = set.n++;
+            set.at[k] = e->a;
+            set.b[k] = e->b;
+            set.bias[k] = e->bias;
+            set.dora[k] = e->dora;
+            set.scale[k] = lm->scale;
+            set.r[k] = lm->r;
+            set.out[k] = (int32_t)W[i]->n;
+            set.y[k] = y[i];
+            r_total += lm->r;
+        }
+        if (!set.n) continue;
+        const int64_t step = LORA_T / r_total;
+        if (step < 1) {
+            failed(cs, loam__fail(&cs->err, LOAM_E_UNSUPPORTED,
+                                  "cuda backend: LoRA ranks summing to %lld (at most %d)",
+                                  (long long)r_total, LORA_T));
+            return;
+        }
+        for (int64_t r0 = 0; r0 < gr->n && cs->status == LOAM_OK; r0 += step) {
+            int64_t rows = gr->n - r0 < step ? gr->n - r0 : step, row = gr->row0 + r0;
+            loam__cuda_lora_set part = set;
+            for (int k = 0; k < set.n; k++) part.y[k] = set.y[k] + row * set.out[k];
+            failed(cs, loam__cuda_lora(x + row * in, (int32_t)rows, (int32_t)in, &part,
+                                       cs->lora_t, cs->stream, &cs->err));
+        }
+    }
+    for (int i = 0; i < n && cs->status == LOAM_OK; i++)
+        if (D->bias[mods[i]])
+            failed(cs, loam__cuda_add_bias(y[i], D->bias[mods[i]], st->n_rows, (int32_t)W[i]->n,
+                                           cs->stream, &cs->err));
 }
 
 static void linear(cuda_state *cs, const loam__step *st, int32_t layer, loam__mod mod,

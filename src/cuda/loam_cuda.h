@@ -152,11 +152,24 @@ loam_status loam__cuda_silu_mul(float *g, const float *u, int64_t n, void *strea
 loam_status loam__cuda_add_bias(float *y, const float *b, int32_t rows, int32_t n, void *stream,
                                 loam_err *err);
 
-/* LoRA on rows [0, m) (FORMATS.md §3): t [m, r] = scale·(x [m, in] · A [in, r]); then
- * y [m, out] += t · B [r, out] (+ scale·bias), then y *= dora when given. t is scratch. */
-loam_status loam__cuda_lora(const float *x, const float *A, const float *B, const float *bias,
-                            const float *dora, float scale, int32_t r, int32_t m, int32_t in,
-                            int32_t out, float *t, float *y, void *stream, loam_err *err);
+/* Up to 3 LoRA modules that read the same input x (q/k/v, gate/up), run together. */
+#define LOAM_CUDA_LORA_SET 3
+typedef struct loam__cuda_lora_set {
+    int32_t n;
+    const float *at[LOAM_CUDA_LORA_SET];   /* (r, in): A transposed, so a rank row is contiguous */
+    const float *b[LOAM_CUDA_LORA_SET];    /* (r, out) */
+    const float *bias[LOAM_CUDA_LORA_SET]; /* (out) PEFT lora_B bias, or NULL */
+    const float *dora[LOAM_CUDA_LORA_SET]; /* (out) DoRA factor, or NULL */
+    float scale[LOAM_CUDA_LORA_SET];
+    int32_t r[LOAM_CUDA_LORA_SET], out[LOAM_CUDA_LORA_SET];
+    float *y[LOAM_CUDA_LORA_SET];          /* (m, out): the rows of this call */
+} loam__cuda_lora_set;
+
+/* LoRA on rows [0, m) of x [m, in] for every module i of set (FORMATS.md §3):
+ * t_i = scale_i·(x · A_i), then y_i += t_i · B_i (+ scale_i·bias_i), then y_i *= dora_i. Two
+ * launches whatever set->n; t is scratch of m·Σr floats. */
+loam_status loam__cuda_lora(const float *x, int32_t m, int32_t in, const loam__cuda_lora_set *set,
+                            float *t, void *stream, loam_err *err);
 
 #ifdef __cplusplus
 }
