@@ -16,9 +16,16 @@
  * - Matmuls: loam__cuda_quantize_x + loam__cuda_matmul_q4 over runs of at most 8 rows
  *   (LOAM_CUDA_Q4_MAX_M), so a long prefill is many decode-shaped launches (correct, not yet
  *   fast: a tensor-core path for m > 8 is the next piece).
+ * - Fusions: q/k/v (and gate/up) quantize their shared input once and run their LoRA terms as
+ *   one launch pair per adapter group; the residual add of o_proj and down_proj is deferred
+ *   into the next RMSNorm (`pending`), so x is read once per norm.
+ * - Decode steps (<= GRAPH_MAX_ROWS rows) are recorded as a CUDA graph on their first run and
+ *   replayed after, keyed by their shape (graph_key): the stages between embed and head then
+ *   queue nothing. Everything that varies within a shape is in device buffers that embed fills.
  * Stage functions cannot fail (backend.h); a CUDA error inside one is kept (the first one) and
  * the step's logits come back as NaN, which the session's callers treat as a failed step.
- * One stream (the default); the download of the logits synchronizes.
+ * One stream of the session's own; the synchronous copies (uploads before, logits after) order
+ * with it through the legacy default stream.
  */
 #include "../backend.h"
 #include "../lora.h"
