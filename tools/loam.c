@@ -93,7 +93,20 @@ static void usage(FILE *f) {
                "`make CUDA=1`;\n                    MLX 4-bit group-64 models); default: the CPU\n");
 }
 
+/* OpenMP threads that wait at a barrier spin GOMP_SPINCOUNT times before sleeping; libgomp's
+ * default (300000) makes a 2-thread decode 500x slower when other processes hold the cores
+ * (3.7 against 1935 tok/s on the demo model with two CPU hogs on the 2-core build machine) and
+ * 10000 costs nothing on an idle machine (bench/RESULTS.md). libgomp reads it when it loads,
+ * before main, so when neither it nor OMP_WAIT_POLICY is set, loam sets it and runs itself
+ * again (once: the variable is then set). LOAM_NO_REEXEC=1 skips this. */
+static void tune_openmp_wait(char **argv) {
+    if (getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") || getenv("LOAM_NO_REEXEC")) return;
+    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+    execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+}
+
 int main(int argc, char **argv) {
+    tune_openmp_wait(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

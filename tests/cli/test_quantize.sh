@@ -9,6 +9,10 @@ D=$TMPD
 # synth
 expect_out synth-help "presets: tiny qwen3-0.6b" "$LOAM" synth --help
 expect_out synth-tiny "preset tiny, 57 tensors in 1 shard" "$LOAM" synth --preset tiny "$D/q4"
+expect_out synth-lora "adapter: LoRA rank 4 on the last 2 layers" \
+    "$LOAM" synth --preset tiny "$D/q4l" --lora-rank 4 --lora-layers 2
+expect_out synth-lora-inspect "lora, rank 4" "$LOAM" inspect "$D/q4l/adapter"
+expect_fail synth-lora-bad 2 "$LOAM" synth --preset tiny "$D/q4m" --lora-rank 0
 expect_ok synth-same-seed "$LOAM" synth --preset tiny "$D/q4b"
 expect_ok same-bytes cmp "$D/q4/model.safetensors" "$D/q4b/model.safetensors"
 expect_ok synth-seed-2 "$LOAM" synth --preset tiny --seed 2 "$D/q4c"
