@@ -90,7 +90,9 @@ static void usage(FILE *f) {
         if (k_commands[i].fn) fprintf(f, "  %-11s %s\n", k_commands[i].name, k_commands[i].help);
     fprintf(f, "\noptions:\n  -h, --help  this text\n  --version   print the version\n");
     fprintf(f, "\nenvironment:\n  LOAM_DEVICE=cuda  run models on an NVIDIA GPU (a build made with "
-               "`make CUDA=1`;\n                    MLX 4-bit group-64 models); default: the CPU\n");
+               "`make CUDA=1`;\n                    MLX 4-bit group-64 models); default: the CPU\n"
+               "  GOMP_SPINCOUNT    OpenMP barrier spinning; loam sets 10000 when neither it nor\n"
+               "                    OMP_WAIT_POLICY is given (fast beside other busy processes)\n");
 }
 
 /* OpenMP threads that wait at a barrier spin GOMP_SPINCOUNT times before sleeping; libgomp's
