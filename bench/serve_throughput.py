@@ -36,7 +36,9 @@ def client(url, models, idx, max_tokens, deadline, out):
                 bad += 1
             n_tok += got
         except Exception as e:  # any failure counts; the run then fails
-            print("request failed:", e)
+            detail = e.read()[:300] if hasattr(e, "read") else b""
+            if bad < 2:
+                print("request failed:", e, detail.decode(errors="replace"))
             bad += 1
         lat += time.time() - t0
         n_req += 1

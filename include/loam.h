@@ -637,7 +637,9 @@ typedef struct loam_batch_entry {
     bool want_logits; /* keep this entry's logits (see loam_session_logits) */
 } loam_batch_entry;
 
-/* Runs entries[0..n) through the model in one call: entries of different sequences may be
+/* Runs entries[0..n) through the model in one call (on a GPU session, LOAM_E_CUDA when the
+ * device fails: the sequences of this call then hold positions whose cache is undefined, and
+ * should be reset): entries of different sequences may be
  * mixed in any order and each sequence may contribute several consecutive tokens (a prompt);
  * all rows share each weight read, and long calls are split into steps of n_batch rows.
  * Rules, checked before anything changes (a failed call leaves the session as it was):

@@ -16,7 +16,7 @@
  *     ffn_down   (l)   down projection (+ LoRA, + bias), x += result
  *   head                                   final RMSNorm of the rows that want logits -> logits
  *
- * Stage functions cannot fail: every size was checked when the session was created and every
+ * Stage functions cannot fail on the CPU (a device backend reports through step_status): every size was checked when the session was created and every
  * step descriptor when the decode call was validated. Backend state (activations, KV storage,
  * scratch) is created per session with the sizes in loam__backend_shape; nothing allocates
  * during a step.
@@ -73,7 +73,11 @@ typedef struct loam__backend {
     void (*attn_out)(void *bs, const loam__step *st, int32_t layer);
     void (*ffn_up)(void *bs, const loam__step *st, int32_t layer);
     void (*ffn_down)(void *bs, const loam__step *st, int32_t layer);
-    void (*head)(void *bs, const loam__step *st);
+    void (*head)(void *bs, const loam__step *st); /* called only when st->n_out > 0 */
+    /* Optional (NULL: stages never fail): after a step, LOAM_OK or the failure of one of its
+     * stages with its message (a device error); the step's logits and the cache entries it
+     * wrote are then undefined. */
+    loam_status (*step_status)(void *bs, loam_err *err);
 } loam__backend;
 
 extern const loam__backend loam__backend_cpu;

@@ -297,9 +297,10 @@ static loam_status bind_adapters(loam_session *s, const loam_batch_entry *e, siz
     return LOAM_OK;
 }
 
-/* Runs entries [c0, c0+m) as one step; their outputs go to logits rows from out_base. */
-static size_t run_step(loam_session *s, const loam_batch_entry *e, size_t c0, int32_t m,
-                       size_t out_base) {
+/* Runs entries [c0, c0+m) as one step; their outputs go to logits rows from out_base, and
+ * their number is added to *n_out_total. */
+static loam_status run_step(loam_session *s, const loam_batch_entry *e, size_t c0, int32_t m,
+                            size_t out_base, size_t *n_out_total, loam_err *err) {
     /* stable insertion sort of the rows by adapter id (runs are usually already sorted) */
     for (int32_t r = 0; r < m; r++) {
         int32_t key = e[c0 + (size_t)r].adapter, j = r;
@@ -340,7 +341,8 @@ static size_t run_step(loam_session *s, const loam_batch_entry *e, size_t c0, in
         .logits = s->logits + out_base * (size_t)s->m->cfg.n_vocab,
     };
     loam__forward_step(s->be, s->bs, &st, s->m->cfg.n_layer);
-    return (size_t)n_out;
+    *n_out_total += (size_t)n_out;
+    return s->be->step_status ? s->be->step_status(s->bs, err) : LOAM_OK;
 }
 
 loam_status loam_session_decode(loam_session *s, const loam_batch_entry *entries, size_t n,
@@ -370,7 +372,7 @@ loam_status loam_session_decode(loam_session *s, const loam_batch_entry *entries
     size_t out = 0;
     for (size_t c0 = 0; c0 < n; c0 += (size_t)s->p.n_batch) {
         size_t m = n - c0 < (size_t)s->p.n_batch ? n - c0 : (size_t)s->p.n_batch;
-        out += run_step(s, entries, c0, (int32_t)m, out);
+        if ((st = run_step(s, entries, c0, (int32_t)m, out, &out, err)) != LOAM_OK) return st;
     }
     s->n_logits_last = out;
     return LOAM_OK;

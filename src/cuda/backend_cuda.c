@@ -22,8 +22,8 @@
  * - Decode steps (<= GRAPH_MAX_ROWS rows) are recorded as a CUDA graph on their first run and
  *   replayed after, keyed by their shape (graph_key): the stages between embed and head then
  *   queue nothing. Everything that varies within a shape is in device buffers that embed fills.
- * Stage functions cannot fail (backend.h); a CUDA error inside one is kept (the first one) and
- * the step's logits come back as NaN, which the session's callers treat as a failed step.
+ * Stage functions cannot fail (backend.h); a CUDA error inside one is kept (the first one), the
+ * step's logits come back as NaN, and step_status reports it (loam_session_decode fails).
  * One stream of the session's own; the synchronous copies (uploads before, logits after) order
  * with it through the legacy default stream.
  */
@@ -438,7 +438,8 @@ static void choose_mode(cuda_state *cs, const loam__step *st) {
     cs->mode = RUN_DIRECT;
     cs->cur = NULL;
     graph_key k;
-    if (cs->status != LOAM_OK || !make_key(st, &k)) return;
+    /* the head stage ends a recording, and it runs only when some row wants logits */
+    if (cs->status != LOAM_OK || st->n_out == 0 || !make_key(st, &k)) return;
     graph *victim = &cs->graphs[0];
     for (int i = 0; i < N_GRAPHS; i++) {
         graph *gr = &cs->graphs[i];
@@ -601,10 +602,16 @@ static void cuda_head(void *p, const loam__step *st) {
     if (st->n_out > 0 && cs->status == LOAM_OK)
         failed(cs, loam__cuda_download(st->logits, cs->logits, n_logits * sizeof(float),
                                        &cs->err));
-    if (cs->status == LOAM_OK && st->n_out == 0)
-        failed(cs, loam__cuda_sync(cs->stream, &cs->err));
     if (cs->status != LOAM_OK)
         for (size_t i = 0; i < n_logits; i++) st->logits[i] = NAN;
+}
+
+static loam_status cuda_step_status(void *p, loam_err *err) {
+    cuda_state *cs = p;
+    if (cs->status == LOAM_OK && cs->mode == RUN_DIRECT) /* a step without logits: no copy */
+        failed(cs, loam__cuda_sync(cs->stream, &cs->err)); /* waited for its kernels */
+    if (cs->status == LOAM_OK) return LOAM_OK;
+    return loam__fail(err, cs->status, "%s", cs->err.msg);
 }
 
 const loam__backend loam__backend_cuda = {
@@ -618,4 +625,5 @@ const loam__backend loam__backend_cuda = {
     .ffn_up = cuda_ffn_up,
     .ffn_down = cuda_ffn_down,
     .head = cuda_head,
+    .step_status = cuda_step_status,
 };
