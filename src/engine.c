@@ -22,6 +22,7 @@
 #include "loam_internal.h"
 
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -52,6 +53,15 @@ typedef struct request {
     int32_t logits_row; /* row of this step's logits, or -1 */
 } request;
 
+/* One request's sampling in a step: its logits row in, the token and its log-probability out. */
+typedef struct pick {
+    request *r;
+    const float *logits;
+    int32_t tok;
+    float logprob;
+    int32_t n_top;
+} pick;
+
 struct loam_engine {
     loam_model *model;
     const loam_tokenizer *tok;
@@ -78,9 +88,10 @@ struct loam_engine {
     /* step buffers, sized at creation */
     loam_batch_entry *entries; /* (n_batch + n_parallel) */
     request **entry_req;       /* owner of each entry */
-    float *logits;             /* (n_vocab) sampler's working copy */
-    int32_t *top_ids;          /* (20) */
-    float *top_vals;           /* (20) */
+    float *logits;             /* (n_parallel, n_vocab) the samplers' working copies */
+    int32_t *top_ids;          /* (n_parallel, 32) */
+    float *top_vals;           /* (n_parallel, 32) */
+    struct pick *picks;        /* (n_parallel) a step's sampling results */
     char *tail;                /* text handed to on_done */
     size_t tail_cap;
 
@@ -288,29 +299,45 @@ static void step(loam_engine *e) {
         return;
     }
 
-    /* sample */
-    size_t row = 0;
+    /* sample: every request of the step at once (its own sampler and seed, so the tokens do
+     * not depend on the threads; on a GPU the step is a few ms and a 152k-entry draw about one
+     * per request), then the tokens go out one request at a time, in order */
+    size_t n_pick = 0, row = 0;
     for (size_t i = 0; i < n; i++) {
         if (!e->entries[i].want_logits) continue;
         request *r = e->entry_req[i];
         const float *lg = loam_session_logits(e->sess, row++);
         if (!r || !lg) continue;
-        memcpy(e->logits, lg, (size_t)e->n_vocab * sizeof *e->logits);
+        e->picks[n_pick++] = (pick){r, lg, -1, 0.0f, 0};
+    }
+    const int nt = e->params.n_threads > 0 ? e->params.n_threads : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (n_pick > 1)
+    for (size_t j = 0; j < n_pick; j++) {
+        pick *pk = &e->picks[j];
+        float *buf = e->logits + j * (size_t)e->n_vocab;
+        memcpy(buf, pk->logits, (size_t)e->n_vocab * sizeof *buf);
+        pk->tok = loam_sampler_sample(pk->r->sampler, buf, &pk->logprob);
+        if (pk->tok < 0) continue;
+        if (pk->r->top_logprobs > 0) /* buf now holds the unfiltered log-probabilities */
+            pk->n_top = loam_sampler_top_logprobs(buf, e->n_vocab, pk->r->top_logprobs,
+                                                  e->top_ids + j * 32, e->top_vals + j * 32);
+        if (pk->r->want_logprobs) pk->logprob = buf[pk->tok];
+    }
+    for (size_t j = 0; j < n_pick; j++) {
+        request *r = e->picks[j].r;
+        const int32_t tok = e->picks[j].tok;
+        float logprob = e->picks[j].logprob;
         loam_token_event ev;
         memset(&ev, 0, sizeof ev);
-        float logprob = 0;
-        int32_t tok = loam_sampler_sample(r->sampler, e->logits, &logprob);
         if (tok < 0) {
             finish(e, r, LOAM_FINISH_ERROR, "every logit is -inf or NaN");
             continue;
         }
-        if (r->top_logprobs > 0) { /* e->logits now holds the unfiltered log-probabilities */
-            ev.n_top = loam_sampler_top_logprobs(e->logits, e->n_vocab, r->top_logprobs,
-                                                 e->top_ids, e->top_vals);
-            ev.top_ids = e->top_ids;
-            ev.top_logprobs = e->top_vals;
+        if (r->top_logprobs > 0) {
+            ev.n_top = e->picks[j].n_top;
+            ev.top_ids = e->top_ids + j * 32;
+            ev.top_logprobs = e->top_vals + j * 32;
         }
-        if (r->want_logprobs) logprob = e->logits[tok];
         loam_sampler_accept(r->sampler, tok);
         if (r->t_first == 0) r->t_first = loam__now();
         bool is_eos = false;
@@ -435,12 +462,16 @@ loam_status loam_engine_new(loam_engine **out, loam_model *model, const loam_eng
     e->slots = loam__calloc((size_t)p.n_parallel, sizeof *e->slots);
     e->entries = loam__calloc(n_entries, sizeof *e->entries);
     e->entry_req = loam__calloc(n_entries, sizeof *e->entry_req);
-    e->logits = loam__malloc((size_t)e->n_vocab * sizeof *e->logits);
-    e->top_ids = loam__malloc(32 * sizeof *e->top_ids);
-    e->top_vals = loam__malloc(32 * sizeof *e->top_vals);
+    /* one row of each per slot: the requests of a step sample in parallel */
+    const size_t n_slots = (size_t)p.n_parallel;
+    e->logits = loam__malloc(n_slots * (size_t)e->n_vocab * sizeof *e->logits);
+    e->top_ids = loam__malloc(n_slots * 32 * sizeof *e->top_ids);
+    e->top_vals = loam__malloc(n_slots * 32 * sizeof *e->top_vals);
+    e->picks = loam__malloc(n_slots * sizeof *e->picks);
     e->tail_cap = 16384;
     e->tail = loam__malloc(e->tail_cap);
     if (!e->slots || !e->entries || !e->entry_req || !e->logits || !e->top_ids || !e->top_vals ||
+        !e->picks ||
         !e->tail) {
         s = loam__fail(err, LOAM_E_NOMEM, "engine: out of memory");
         goto fail;
@@ -481,6 +512,7 @@ void loam_engine_free(loam_engine *e) {
     loam__free(e->logits);
     loam__free(e->top_ids);
     loam__free(e->top_vals);
+    loam__free(e->picks);
     loam__free(e->tail);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);

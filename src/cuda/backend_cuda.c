@@ -50,6 +50,7 @@ typedef struct lora_dev {
 } lora_dev;
 
 #define N_GRAPHS       16 /* decode shapes kept */
+#define N_SEEN         64 /* shapes remembered to have been run once */
 #define GRAPH_MAX_ROWS 64 /* larger steps (prefill) run directly */
 #define GRAPH_GROUPS   8  /* adapter groups a recorded step may have */
 
@@ -92,8 +93,10 @@ typedef struct cuda_state {
     /* decode steps are recorded once per shape as a CUDA graph and replayed: the kernels read
      * everything that changes between steps from the device buffers the embed stage fills */
     graph graphs[N_GRAPHS];
+    graph seen[N_SEEN]; /* shapes met once (exec unused): recorded when met again */
     uint64_t graph_clock;
     enum { RUN_DIRECT, RUN_CAPTURE, RUN_REPLAY } mode;
+    bool no_graphs; /* LOAM_CUDA_GRAPHS=0 in the environment: every step runs directly */
     graph *cur; /* the graph being recorded or replayed */
 } cuda_state;
 
@@ -227,6 +230,8 @@ static loam_status cuda_session_new(void **out, const loam_model *m,
     const size_t F = sizeof(float), I = sizeof(int32_t);
     const int64_t table_stride = ((int64_t)sh->n_ctx + KV_BLOCK - 1) / KV_BLOCK;
     cs->lora_cap = 4096;
+    const char *g = getenv("LOAM_CUDA_GRAPHS");
+    cs->no_graphs = g && strcmp(g, "0") == 0;
     struct {
         void **p;
         size_t bytes;
@@ -439,7 +444,7 @@ static void choose_mode(cuda_state *cs, const loam__step *st) {
     cs->cur = NULL;
     graph_key k;
     /* the head stage ends a recording, and it runs only when some row wants logits */
-    if (cs->status != LOAM_OK || st->n_out == 0 || !make_key(st, &k)) return;
+    if (cs->status != LOAM_OK || cs->no_graphs || st->n_out == 0 || !make_key(st, &k)) return;
     graph *victim = &cs->graphs[0];
     for (int i = 0; i < N_GRAPHS; i++) {
         graph *gr = &cs->graphs[i];
@@ -450,6 +455,24 @@ static void choose_mode(cuda_state *cs, const loam__step *st) {
             return;
         }
         if (!gr->exec || (victim->exec && gr->used < victim->used)) victim = gr;
+    }
+    /* record a shape the second time it comes: a server's steps change shape whenever a request
+     * joins or leaves, and recording one that never comes back costs more than it saves */
+    graph *old = &cs->seen[0];
+    bool again = false;
+    for (int i = 0; i < N_SEEN && !again; i++) {
+        graph *sn = &cs->seen[i];
+        if (sn->used && memcmp(&sn->key, &k, sizeof k) == 0) {
+            again = true;
+            sn->used = 0; /* forgotten: it becomes a recorded graph */
+        } else if (sn->used < old->used) {
+            old = sn;
+        }
+    }
+    if (!again) {
+        old->key = k;
+        old->used = ++cs->graph_clock;
+        return;
     }
     if (!preload_adapters(cs, st)) return;
     loam_err e;
