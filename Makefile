@@ -173,7 +173,7 @@ install: $(BUILD)/libloam.a $(BUILD)/libloam.so
 	ln -sf libloam.so.$(SONAME_V) $(DESTDIR)$(PREFIX)/lib/libloam.so
 	install -m 644 include/loam.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@REQUIRES@|$(PKGS)|g' \
-	    loam.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/loam.pc
+	    -e 's|@CUDA_LIBS@|$(CUDA_LIBS)|g' loam.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/loam.pc
 
 fmt:
 	clang-format --dry-run --Werror include/*.h $(SRC) $(TOOL_SRC)
