@@ -746,7 +746,7 @@ typedef struct loam_sampler_params {
 /* The defaults above (greedy, no filters, no penalties, windows 20, random seed). */
 LOAM_API loam_sampler_params loam_sampler_params_default(void);
 
-/* Creates a sampler for a vocabulary of n_vocab tokens with all its scratch (about 5 bytes per
+/* Creates a sampler for a vocabulary of n_vocab tokens with all its scratch (about 9 bytes per
  * vocabulary entry plus the history window): loam_sampler_sample never allocates.
  * LOAM_E_INVAL names the offending field (a value outside the ranges above, n_vocab < 1);
  * LOAM_E_RANGE for a logit_bias or xtc_special_tokens token outside [0, n_vocab). */

@@ -86,6 +86,7 @@ struct loam_sampler {
     int64_t n_hist;   /* tokens accepted since reset (ring holds the last min(n, cap)) */
     int32_t *idx;     /* (n_vocab) candidate ids, in rank order for the kept prefix */
     uint8_t *mark;    /* (n_vocab) all zero between calls: distinct-token marks */
+    float *w;         /* (n_vocab) the draw's weights, computed once per draw */
 };
 
 loam_sampler_params loam_sampler_params_default(void) {
@@ -202,11 +203,12 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
     s->hist = loam__malloc((size_t)cap * sizeof *s->hist);
     s->idx = loam__malloc((size_t)n_vocab * sizeof *s->idx);
     s->mark = loam__calloc((size_t)n_vocab, 1);
+    s->w = loam__malloc((size_t)n_vocab * sizeof *s->w);
     if (p.n_logit_bias)
         s->bias = loam__malloc(p.n_logit_bias * sizeof *s->bias);
     if (p.n_xtc_special_tokens)
         s->xtc_special = loam__malloc(p.n_xtc_special_tokens * sizeof *s->xtc_special);
-    if (!s->hist || !s->idx || !s->mark || (p.n_logit_bias && !s->bias) ||
+    if (!s->hist || !s->idx || !s->mark || !s->w || (p.n_logit_bias && !s->bias) ||
         (p.n_xtc_special_tokens && !s->xtc_special))
         goto nomem;
     if (p.n_logit_bias)
@@ -245,6 +247,7 @@ void loam_sampler_free(loam_sampler *s) {
     loam__free(s->hist);
     loam__free(s->idx);
     loam__free(s->mark);
+    loam__free(s->w);
     loam__free(s);
 }
 
@@ -540,18 +543,20 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
         keep = survivors(s, lp, lpmax, true, &all);
     }
 
-    /* draw from exp((lp - lpmax) / T) over the survivors */
+    /* draw from exp((lp - lpmax) / T) over the survivors (each weight computed once, kept in
+     * rank-slot order for the second pass) */
     double total = 0.0;
     for (int64_t r = 0; r < keep; r++) {
         int64_t i = all ? r : s->idx[r];
-        total += (double)expf((lp[i] - lpmax) * inv_t);
+        s->w[r] = expf((lp[i] - lpmax) * inv_t);
+        total += (double)s->w[r];
     }
     double u = xoshiro_double(s->rng) * total;
     double acc = 0.0;
     int64_t chosen = imax;
     for (int64_t r = 0; r < keep; r++) {
         int64_t i = all ? r : s->idx[r];
-        double w = (double)expf((lp[i] - lpmax) * inv_t);
+        double w = (double)s->w[r];
         if (w == 0.0)
             continue;
         acc += w;
