@@ -355,6 +355,19 @@ static void sort_rank(const float *v, int32_t *x, int64_t n) {
     }
 }
 
+/* The median (by rank) of x[lo], x[mid], x[hi-1], moved to x[hi-1] and returned: the pivot of
+ * a partition of x[lo, hi-1). */
+static int32_t pivot_to_end(const float *v, int32_t *x, int64_t lo, int64_t hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (ranks_before(v, x[mid], x[lo]))
+        swap_i32(&x[mid], &x[lo]);
+    if (ranks_before(v, x[hi - 1], x[lo]))
+        swap_i32(&x[hi - 1], &x[lo]);
+    if (ranks_before(v, x[mid], x[hi - 1]))
+        swap_i32(&x[mid], &x[hi - 1]);
+    return x[hi - 1];
+}
+
 /* Rearranges x[0, n) so that x[0, k) are the k highest-ranked (in no particular order).
  * Quickselect with a median-of-three pivot; after 2·log2(n) rounds without converging it sorts
  * the remaining range instead (introselect), so the worst case stays O(n log n). */
@@ -370,15 +383,7 @@ static void select_top(const float *v, int32_t *x, int64_t n, int64_t k) {
             sort_rank(v, x + lo, hi - lo);
             return;
         }
-        int64_t mid = lo + (hi - lo) / 2;
-        /* median of x[lo], x[mid], x[hi-1] moved to x[hi-1] as the pivot */
-        if (ranks_before(v, x[mid], x[lo]))
-            swap_i32(&x[mid], &x[lo]);
-        if (ranks_before(v, x[hi - 1], x[lo]))
-            swap_i32(&x[hi - 1], &x[lo]);
-        if (ranks_before(v, x[mid], x[hi - 1]))
-            swap_i32(&x[mid], &x[hi - 1]);
-        int32_t pivot = x[hi - 1];
+        int32_t pivot = pivot_to_end(v, x, lo, hi);
         int64_t store = lo;
         for (int64_t i = lo; i < hi - 1; i++)
             if (ranks_before(v, x[i], pivot))
@@ -409,14 +414,7 @@ static int64_t mass_prefix(const float *lp, const float *pm, int32_t *x, int64_t
     while (hi - lo > 32 && budget-- > 0) {
         if (acc >= top_p)
             return lo;
-        int64_t mid = lo + (hi - lo) / 2;
-        if (ranks_before(lp, x[mid], x[lo]))
-            swap_i32(&x[mid], &x[lo]);
-        if (ranks_before(lp, x[hi - 1], x[lo]))
-            swap_i32(&x[hi - 1], &x[lo]);
-        if (ranks_before(lp, x[mid], x[hi - 1]))
-            swap_i32(&x[mid], &x[hi - 1]);
-        int32_t pivot = x[hi - 1];
+        int32_t pivot = pivot_to_end(lp, x, lo, hi);
         int64_t store = lo;
         double before = 0.0;
         for (int64_t i = lo; i < hi - 1; i++)
