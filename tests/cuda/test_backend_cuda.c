@@ -20,7 +20,7 @@
  * message naming the tensor.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "loam.h"
+#include "../../src/loam_internal.h"
 
 #include "../test.h"
 
@@ -30,21 +30,14 @@
 
 #define TOL_FAST 3e-2
 
+/* a whole file, NUL-terminated (loam__free), or NULL */
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    if (len) *len = (size_t)n;
-    return b;
+    char *text = NULL;
+    size_t n = 0;
+    loam_err e;
+    if (loam__read_file(path, &text, &n, &e) != LOAM_OK) return NULL;
+    if (len) *len = n;
+    return text;
 }
 
 static double rel_l2(const float *a, const float *ref, int64_t n) {
@@ -74,7 +67,7 @@ static int run_fixture(const char *dir, const char *name) {
     CHECK(text != NULL);
     if (!text) return 0;
     cJSON *ref = cJSON_Parse(text);
-    free(text);
+    loam__free(text);
     const cJSON *ids_j = cJSON_GetObjectItem(ref, "ids");
     const int32_t n_ids = cJSON_GetArraySize(ids_j);
     const int32_t n_vocab = cJSON_GetObjectItem(ref, "vocab_size")->valueint;
@@ -189,7 +182,7 @@ static int run_fixture(const char *dir, const char *name) {
             g_worst = worst[w][c] > g_worst ? worst[w][c] : g_worst;
         }
     }
-    for (int c = 0; c < 3; c++) free(want[c]);
+    for (int c = 0; c < 3; c++) loam__free(want[c]);
     free(got);
     free(ent);
     free(ids);
