@@ -39,7 +39,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loam bench -m DIR [-a DIR] [-p 512] [-n 128] [-d 0] [-t THREADS] [--batch 1,4,16]\n"
-            "                  [--batch-steps 32] [-r 3] [--lora-rank R [--lora-layers L]] [--json]\n"
+            "                  [--batch-steps 32] [-r 3] [--lora-rank R [--lora-layers L]]\n"
+            "                  [--backend cpu|cuda] [--json]\n"
             "\n"
             "Speed of prompt processing (ppN), generation (tgN) and batched generation of B\n"
             "sequences (bB), with the memory read bandwidth measured in the same run.\n"
@@ -57,6 +58,8 @@ static void usage(FILE *f) {
             "                   last L layers, default 16), written to a temporary directory\n"
             "                   in $TMPDIR (default /tmp) and removed at the end\n"
             "  --lora-layers L  layers of that adapter\n"
+            "  --backend B      cpu or cuda (a build made with `make CUDA=1`); default: the\n"
+            "                   LOAM_DEVICE environment variable, else cpu\n"
             "  --json           print one JSON object instead of the table\n");
 }
 
@@ -169,7 +172,7 @@ static void human_bytes(char *buf, size_t cap, double b) {
 }
 
 int loam_cmd_bench(int argc, char **argv) {
-    const char *model_dir = NULL, *adapter_dir = NULL, *batch_arg = "1,4,16";
+    const char *model_dir = NULL, *adapter_dir = NULL, *batch_arg = "1,4,16", *backend_arg = NULL;
     long long p = 512, n = 128, threads = 0, reps = 3, batch_steps = 32, lora_rank = 0,
               lora_layers = 16, depth = 0;
     bool json = false;
@@ -186,6 +189,7 @@ int loam_cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "-a") == 0 && has_val) adapter_dir = argv[++i];
         else if (strcmp(a, "--batch") == 0 && has_val) batch_arg = argv[++i];
         else if (strcmp(a, "--json") == 0) json = true;
+        else if (strcmp(a, "--backend") == 0 && has_val) backend_arg = argv[++i];
         else if (strcmp(a, "-p") == 0 && has_val) num = &p, lo = 0, hi = 1 << 20;
         else if (strcmp(a, "-n") == 0 && has_val) num = &n, lo = 0, hi = 1 << 20;
         else if (strcmp(a, "-d") == 0 && has_val) num = &depth, lo = 0, hi = 1 << 20;
@@ -199,6 +203,8 @@ int loam_cmd_bench(int argc, char **argv) {
             return cli_usage_error(CMD, "%s wants a number in [%lld, %lld], got '%s'", a, lo, hi,
                                    argv[i]);
     }
+    if (backend_arg && strcmp(backend_arg, "cpu") != 0 && strcmp(backend_arg, "cuda") != 0)
+        return cli_usage_error(CMD, "--backend wants cpu or cuda, got '%s'", backend_arg);
     if (!model_dir) model_dir = cli_default_model_dir();
     if (!model_dir) return cli_usage_error(CMD, "no model: pass -m DIR");
     int batches[MAX_BATCHES], n_batches = parse_batches(batch_arg, batches);
@@ -220,6 +226,7 @@ int loam_cmd_bench(int argc, char **argv) {
     double t_load = now_s();
     loam_model_params mp = loam_model_params_default();
     mp.n_threads = (int32_t)threads;
+    if (backend_arg) mp.device = strcmp(backend_arg, "cuda") == 0 ? LOAM_DEVICE_CUDA : LOAM_DEVICE_CPU;
     if (loam_model_open(&m, model_dir, &mp, &e) != LOAM_OK) {
         cli_error(CMD, "%s", e.msg);
         goto done;

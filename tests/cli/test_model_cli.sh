@@ -62,4 +62,6 @@ if (t !== 'pp16 tg8 base tg8 +lora b2 tg32' || !(typeof o.lora_decode_cost === '
 expect_fail bench-bad-batch 2 "$LOAM" bench -m "$D" --batch 1,x
 expect_fail bench-lora-and-a 2 "$LOAM" bench -m "$D" -a "$D/adapter_mlx" --lora-rank 4
 expect_fail bench-no-model 1 "$LOAM" bench -m "$TMPD/none"
+expect_fail bench-bad-backend 2 "$LOAM" bench -m "$D" --backend gpu
+expect_out bench-backend-cpu '\| cpu ' "$LOAM" bench -m "$D" --backend cpu -p 0 -n 2 -r 1 --batch ""
 finish
