@@ -37,11 +37,22 @@
 #define MAX_M    LOAM_CUDA_Q4_MAX_M
 #define LORA_T   (1 << 16) /* floats of LoRA scratch (rows × rank) */
 
+/* A layer on the device. q, k, v are one matrix (qkv, rows q then k then v) and gate, up another
+ * (gu), so each reads its input once in one launch (DESIGN.md: weights may be repacked at
+ * load); w[] of those five modules are views into them (no memory of their own). */
 typedef struct dev_layer {
     loam__cuda_q4mat w[LOAM__N_MOD];
+    loam__cuda_q4mat qkv, gu;
     float *bias[LOAM__N_MOD];
     float *attn_norm, *ffn_norm, *q_norm, *k_norm;
 } dev_layer;
+
+/* w[mod] is a view into the layer's qkv or gu matrix (not to be freed on its own) */
+static bool is_view(const dev_layer *L, int mod) {
+    if (mod == LOAM__MOD_Q || mod == LOAM__MOD_K || mod == LOAM__MOD_V) return L->qkv.w != NULL;
+    if (mod == LOAM__MOD_GATE || mod == LOAM__MOD_UP) return L->gu.w != NULL;
+    return false;
+}
 
 typedef struct lora_dev {
     uint64_t serial; /* 0: free entry */
@@ -77,7 +88,11 @@ typedef struct cuda_state {
     loam__cuda_q4mat head;
     float *out_norm;
     /* device activations */
-    float *x, *xn, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin, *k_cache, *v_cache;
+    float *x, *xn, *att, *rope_cos, *rope_sin, *k_cache, *v_cache;
+    float *qkv; /* (n_batch, ld_qkv): the q/k/v projections of a row side by side */
+    float *gu;  /* (n_batch, 2·n_ff): gate then up */
+    float *act; /* (n_batch, n_ff): silu(gate)·up, the input of down */
+    int64_t ld_qkv;
     float *lora_t, *logits, *hn; /* hn: the head's normed rows */
     float *pending; /* a residual not yet added to x: the next norm adds it (xn, or NULL) */
     void *xq;
@@ -130,9 +145,11 @@ static void cuda_session_free(void *p) {
         for (int32_t l = 0; l < cs->m->cfg.n_layer; l++) {
             dev_layer *L = &cs->layers[l];
             for (int i = 0; i < LOAM__N_MOD; i++) {
-                loam__cuda_q4mat_free(&L->w[i]);
+                if (!is_view(L, i)) loam__cuda_q4mat_free(&L->w[i]);
                 loam__cuda_free(L->bias[i]);
             }
+            loam__cuda_q4mat_free(&L->qkv);
+            loam__cuda_q4mat_free(&L->gu);
             loam__cuda_free(L->attn_norm);
             loam__cuda_free(L->ffn_norm);
             loam__cuda_free(L->q_norm);
@@ -151,8 +168,8 @@ static void cuda_session_free(void *p) {
     for (int i = 0; i < N_GRAPHS; i++) loam__cuda_graph_free(cs->graphs[i].exec);
     loam__cuda_stream_free(cs->stream);
     loam__cuda_q4mat_free(&cs->head);
-    void *dev[] = {cs->out_norm, cs->x,       cs->xn,      cs->q,       cs->k,      cs->v,
-                   cs->att,      cs->gate,    cs->up,      cs->rope_cos, cs->rope_sin, cs->k_cache,
+    void *dev[] = {cs->out_norm, cs->x,       cs->xn,      cs->qkv,      cs->gu,     cs->act,
+                   cs->att,      cs->rope_cos, cs->rope_sin, cs->k_cache,
                    cs->v_cache,  cs->lora_t,  cs->logits,  cs->hn,  cs->xq,      cs->d_blk,  cs->d_slot,
                    cs->d_pos,    cs->d_seq,   cs->d_tables, cs->d_out};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) loam__cuda_free(dev[i]);
@@ -185,6 +202,52 @@ static loam_status upload_weight(loam__cuda_q4mat *out, const loam__qmat *w, con
     return s;
 }
 
+/* out = the matrices w[mods[0..n)] stacked by rows (same k) in one allocation; each w[mods[i]]
+ * is freed and becomes a view into out. On failure the parts are left as they were. */
+static loam_status fuse_rows(loam__cuda_q4mat *out, loam__cuda_q4mat *w, const loam__mod *mods,
+                             int n, loam_err *err) {
+    const int64_t k = w[mods[0]].k;
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) rows += w[mods[i]].n;
+    /* 4-bit: k/2 bytes of words per row; bf16 scales and biases: k/64 of 2 bytes */
+    const size_t wrow = (size_t)k / 2, srow = (size_t)k / 64 * 2;
+    memset(out, 0, sizeof *out);
+    loam_status s = loam__cuda_alloc(&out->w, (size_t)rows * wrow, err);
+    if (s == LOAM_OK) s = loam__cuda_alloc(&out->scales, (size_t)rows * srow, err);
+    if (s == LOAM_OK) s = loam__cuda_alloc(&out->biases, (size_t)rows * srow, err);
+    int64_t r0 = 0;
+    for (int i = 0; i < n && s == LOAM_OK; i++) {
+        const loam__cuda_q4mat *p = &w[mods[i]];
+        s = loam__cuda_copy((char *)out->w + r0 * wrow, p->w, (size_t)p->n * wrow, err);
+        if (s == LOAM_OK)
+            s = loam__cuda_copy((char *)out->scales + r0 * srow, p->scales, (size_t)p->n * srow,
+                                err);
+        if (s == LOAM_OK)
+            s = loam__cuda_copy((char *)out->biases + r0 * srow, p->biases, (size_t)p->n * srow,
+                                err);
+        r0 += p->n;
+    }
+    if (s != LOAM_OK) {
+        loam__cuda_q4mat_free(out);
+        return s;
+    }
+    out->n = rows;
+    out->k = k;
+    r0 = 0;
+    for (int i = 0; i < n; i++) {
+        loam__cuda_q4mat *p = &w[mods[i]];
+        int64_t pn = p->n;
+        loam__cuda_q4mat_free(p);
+        p->w = (char *)out->w + r0 * wrow;
+        p->scales = (char *)out->scales + r0 * srow;
+        p->biases = (char *)out->biases + r0 * srow;
+        p->n = pn;
+        p->k = k;
+        r0 += pn;
+    }
+    return LOAM_OK;
+}
+
 static loam_status cuda_session_new(void **out, const loam_model *m,
                                     const loam__backend_shape *sh, loam_err *err) {
     const loam__config *c = &m->cfg;
@@ -196,6 +259,7 @@ static loam_status cuda_session_new(void **out, const loam_model *m,
     cs->q_dim = (int64_t)c->n_head * c->head_dim;
     cs->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
     cs->kv_layer = (int64_t)sh->n_blocks * c->n_head_kv * KV_BLOCK * c->head_dim;
+    cs->ld_qkv = cs->q_dim + 2 * cs->kv_dim;
     loam_status s = loam__cuda_stream_new(&cs->stream, err);
     if (s != LOAM_OK) goto fail;
     if (c->head_dim > 256 || c->head_dim % 2) {
@@ -215,6 +279,10 @@ static loam_status cuda_session_new(void **out, const loam_model *m,
             s = upload_weight(&D->w[i], &L->lin[i].w, loam__mod_path[i], l, err);
             if (s == LOAM_OK) s = up_f32(&D->bias[i], L->lin[i].bias, L->lin[i].w.n, err);
         }
+        static const loam__mod qkv[3] = {LOAM__MOD_Q, LOAM__MOD_K, LOAM__MOD_V};
+        static const loam__mod gu[2] = {LOAM__MOD_GATE, LOAM__MOD_UP};
+        if (s == LOAM_OK) s = fuse_rows(&D->qkv, D->w, qkv, 3, err);
+        if (s == LOAM_OK) s = fuse_rows(&D->gu, D->w, gu, 2, err);
         if (s == LOAM_OK) s = up_f32(&D->attn_norm, L->attn_norm, c->n_embd, err);
         if (s == LOAM_OK) s = up_f32(&D->ffn_norm, L->ffn_norm, c->n_embd, err);
         if (s == LOAM_OK) s = up_f32(&D->q_norm, L->q_norm, c->head_dim, err);
@@ -238,12 +306,10 @@ static loam_status cuda_session_new(void **out, const loam_model *m,
     } bufs[] = {
         {(void **)&cs->x, (size_t)(nb * c->n_embd) * F},
         {(void **)&cs->xn, (size_t)(nb * wide) * F},
-        {(void **)&cs->q, (size_t)(nb * cs->q_dim) * F},
-        {(void **)&cs->k, (size_t)(nb * cs->kv_dim) * F},
-        {(void **)&cs->v, (size_t)(nb * cs->kv_dim) * F},
+        {(void **)&cs->qkv, (size_t)(nb * cs->ld_qkv) * F},
         {(void **)&cs->att, (size_t)(nb * cs->q_dim) * F},
-        {(void **)&cs->gate, (size_t)(nb * c->n_ff) * F},
-        {(void **)&cs->up, (size_t)(nb * c->n_ff) * F},
+        {(void **)&cs->gu, (size_t)(nb * 2 * c->n_ff) * F},
+        {(void **)&cs->act, (size_t)(nb * c->n_ff) * F},
         {(void **)&cs->rope_cos, (size_t)(nb * half) * F},
         {(void **)&cs->rope_sin, (size_t)(nb * half) * F},
         {(void **)&cs->k_cache, (size_t)(cs->kv_layer * c->n_layer) * F},
@@ -345,16 +411,20 @@ static void matmul(cuda_state *cs, const loam__cuda_q4mat *W, const float *x, in
 }
 
 /* After y = x · Wᵀ of module mod: the LoRA term of each adapter group, then the bias. */
-/* y_i = x · W_iᵀ (+ LoRA, + bias) for the modules mods[0..n) of a layer, which share x: one
- * quantization of x per run of 8 rows, then per adapter group one LoRA launch pair for all the
- * group's adapted modules among them. */
-static void linears(cuda_state *cs, const loam__step *st, int32_t layer, const loam__mod *mods,
-                    int n, const float *x, float *const *y) {
+/* y = x · Wᵀ for W a layer's module or its fused qkv / gu matrix: the modules mods[0..n) are
+ * the column blocks of y (row stride W->n), module i from column col[i]; then the LoRA terms
+ * (per adapter group, one launch pair for all of them) and the Linear biases. */
+static void linears(cuda_state *cs, const loam__step *st, int32_t layer,
+                    const loam__cuda_q4mat *W, const loam__mod *mods, int n, const float *x,
+                    float *y) {
     const dev_layer *D = &cs->layers[layer];
-    const loam__cuda_q4mat *W[LOAM_CUDA_LORA_SET];
-    for (int i = 0; i < n; i++) W[i] = &D->w[mods[i]];
-    matmuls(cs, W, y, n, x, st->n_rows);
-    const int64_t in = W[0]->k;
+    matmuls(cs, &W, &y, 1, x, st->n_rows);
+    const int64_t in = W->k, ld = W->n;
+    int64_t col[LOAM_CUDA_LORA_SET];
+    for (int i = 0, c = 0; i < n; i++) {
+        col[i] = c;
+        c += (int)D->w[mods[i]].n;
+    }
     for (int32_t g = 0; g < st->n_groups && cs->status == LOAM_OK; g++) {
         const loam__group *gr = &st->groups[g];
         if (!gr->a) continue;
@@ -364,7 +434,8 @@ static void linears(cuda_state *cs, const loam__step *st, int32_t layer, const l
         for (int i = 0; i < n; i++) {
             const loam__lora_mod *lm = loam__adapter_mod(gr->a, layer, mods[i]);
             if (!lm || !lm->a) continue;
-            const lora_dev *e = lora_get(cs, gr->a, layer, mods[i], lm, in, W[i]->n);
+            const int64_t out = D->w[mods[i]].n;
+            const lora_dev *e = lora_get(cs, gr->a, layer, mods[i], lm, in, out);
             if (!e) return;
             int k = set.n++;
             set.at[k] = e->a;
@@ -373,8 +444,9 @@ static void linears(cuda_state *cs, const loam__step *st, int32_t layer, const l
             set.dora[k] = e->dora;
             set.scale[k] = lm->scale;
             set.r[k] = lm->r;
-            set.out[k] = (int32_t)W[i]->n;
-            set.y[k] = y[i];
+            set.out[k] = (int32_t)out;
+            set.y[k] = y + col[i];
+            set.ld[k] = ld;
             r_total += lm->r;
         }
         if (!set.n) continue;
@@ -388,20 +460,20 @@ static void linears(cuda_state *cs, const loam__step *st, int32_t layer, const l
         for (int64_t r0 = 0; r0 < gr->n && cs->status == LOAM_OK; r0 += step) {
             int64_t rows = gr->n - r0 < step ? gr->n - r0 : step, row = gr->row0 + r0;
             loam__cuda_lora_set part = set;
-            for (int k = 0; k < set.n; k++) part.y[k] = set.y[k] + row * set.out[k];
+            for (int k = 0; k < set.n; k++) part.y[k] = set.y[k] + row * ld;
             failed(cs, loam__cuda_lora(x + row * in, (int32_t)rows, (int32_t)in, &part,
                                        cs->lora_t, cs->stream, &cs->err));
         }
     }
     for (int i = 0; i < n && cs->status == LOAM_OK; i++)
         if (D->bias[mods[i]])
-            failed(cs, loam__cuda_add_bias(y[i], D->bias[mods[i]], st->n_rows, (int32_t)W[i]->n,
-                                           cs->stream, &cs->err));
+            failed(cs, loam__cuda_add_bias(y + col[i], ld, D->bias[mods[i]], st->n_rows,
+                                           (int32_t)D->w[mods[i]].n, cs->stream, &cs->err));
 }
 
 static void linear(cuda_state *cs, const loam__step *st, int32_t layer, loam__mod mod,
                    const float *x, float *y) {
-    linears(cs, st, layer, &mod, 1, x, &y);
+    linears(cs, st, layer, &cs->layers[layer].w[mod], &mod, 1, x, y);
 }
 
 // ---- recorded steps ---------------------------------------------------------------------------
@@ -560,8 +632,7 @@ static void cuda_attn_qkv(void *p, const loam__step *st, int32_t l) {
         return;
     cs->pending = NULL;
     static const loam__mod qkv[3] = {LOAM__MOD_Q, LOAM__MOD_K, LOAM__MOD_V};
-    float *const y[3] = {cs->q, cs->k, cs->v};
-    linears(cs, st, l, qkv, 3, cs->xn, y);
+    linears(cs, st, l, &cs->layers[l].qkv, qkv, 3, cs->xn, cs->qkv);
 }
 
 static void cuda_attention(void *p, const loam__step *st, int32_t l) {
@@ -570,12 +641,13 @@ static void cuda_attention(void *p, const loam__step *st, int32_t l) {
     const dev_layer *D = &cs->layers[l];
     if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
     float *kc = cs->k_cache + (int64_t)l * cs->kv_layer, *vc = cs->v_cache + (int64_t)l * cs->kv_layer;
-    if (failed(cs, loam__cuda_qk_rope_store(cs->q, cs->k, cs->v, D->q_norm, D->k_norm,
+    float *q = cs->qkv, *k = cs->qkv + cs->q_dim, *v = cs->qkv + cs->q_dim + cs->kv_dim;
+    if (failed(cs, loam__cuda_qk_rope_store(q, k, v, cs->ld_qkv, D->q_norm, D->k_norm,
                                             cs->rope_cos, cs->rope_sin, cs->d_blk, cs->d_slot, kc,
                                             vc, st->n_rows, c->n_head, c->n_head_kv, c->head_dim,
                                             c->rms_eps, cs->stream, &cs->err)))
         return;
-    failed(cs, loam__cuda_attention(cs->q, kc, vc, cs->d_tables, st->kv->table_stride, cs->d_seq,
+    failed(cs, loam__cuda_attention(q, cs->ld_qkv, kc, vc, cs->d_tables, st->kv->table_stride, cs->d_seq,
                                     cs->d_pos, cs->att, st->n_rows, c->n_head, c->n_head_kv,
                                     c->head_dim, 1.0f / sqrtf((float)c->head_dim), cs->stream,
                                     &cs->err));
@@ -598,17 +670,16 @@ static void cuda_ffn_up(void *p, const loam__step *st, int32_t l) {
         return;
     cs->pending = NULL;
     static const loam__mod gu[2] = {LOAM__MOD_GATE, LOAM__MOD_UP};
-    float *const y[2] = {cs->gate, cs->up};
-    linears(cs, st, l, gu, 2, cs->xn, y);
+    linears(cs, st, l, &cs->layers[l].gu, gu, 2, cs->xn, cs->gu);
     if (cs->status == LOAM_OK)
-        failed(cs, loam__cuda_silu_mul(cs->gate, cs->up, (int64_t)st->n_rows * c->n_ff, cs->stream,
-                                       &cs->err));
+        failed(cs, loam__cuda_silu_mul(cs->gu, cs->gu + c->n_ff, 2 * (int64_t)c->n_ff, cs->act,
+                                       st->n_rows, c->n_ff, cs->stream, &cs->err));
 }
 
 static void cuda_ffn_down(void *p, const loam__step *st, int32_t l) {
     cuda_state *cs = p;
     if (cs->status != LOAM_OK || cs->mode == RUN_REPLAY) return;
-    linear(cs, st, l, LOAM__MOD_DOWN, cs->gate, cs->xn);
+    linear(cs, st, l, LOAM__MOD_DOWN, cs->act, cs->xn);
     cs->pending = cs->xn;
 }
 

@@ -45,6 +45,8 @@ loam_status loam__cuda_download(void *host, const void *dev, size_t bytes, loam_
 /* Waits for everything queued on stream (NULL: the default stream) and reports the first
  * asynchronous error of the work it waited for. */
 loam_status loam__cuda_sync(void *stream, loam_err *err);
+/* Synchronous device-to-device copy. */
+loam_status loam__cuda_copy(void *dst, const void *src, size_t bytes, loam_err *err);
 
 // ---- 4-bit group-64 matrices ------------------------------------------------------------------
 
@@ -113,8 +115,10 @@ loam_status loam__cuda_add_rmsnorm(float *x, const float *res, const int32_t *ro
 /* Per row r: q/k RMSNorm of every head when q_norm/k_norm are given (head_dim weights), then
  * rotate-half RoPE with cos/sin [rows, head_dim/2]; the rotated k heads and the v heads are
  * written to the paged caches at block blk[r], slot slot[r]: cache layout (n_blocks, n_head_kv,
- * 32, head_dim) for this layer. q [rows, n_head·hd] and k [rows, n_head_kv·hd] in place. */
-loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
+ * 32, head_dim) for this layer. q (n_head·hd), k and v (n_head_kv·hd each) are rows `ld` floats
+ * apart (one fused q/k/v output); q and k are rotated in place. */
+loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, int64_t ld,
+                                     const float *q_norm,
                                      const float *k_norm, const float *cos_, const float *sin_,
                                      const int32_t *blk, const int32_t *slot, float *k_cache,
                                      float *v_cache, int32_t rows, int32_t n_head,
@@ -122,8 +126,9 @@ loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, const f
                                      loam_err *err);
 
 /* Causal GQA attention of each row over keys 0..pos[r] of its sequence: tables [n_seq,
- * table_stride] block ids, row_seq[r] its sequence. out [rows, n_head·hd]. head_dim <= 256. */
-loam_status loam__cuda_attention(const float *q, const float *k_cache, const float *v_cache,
+ * table_stride] block ids, row_seq[r] its sequence. q rows ldq floats apart; out [rows,
+ * n_head·hd]. head_dim <= 256. */
+loam_status loam__cuda_attention(const float *q, int64_t ldq, const float *k_cache, const float *v_cache,
                                  const int32_t *tables, int32_t table_stride,
                                  const int32_t *row_seq, const int32_t *pos, float *out,
                                  int32_t rows, int32_t n_head, int32_t n_head_kv,
@@ -146,11 +151,13 @@ loam_status loam__cuda_capture_end(void *stream, void **exec, loam_err *err);
 loam_status loam__cuda_graph_launch(void *exec, void *stream, loam_err *err);
 void loam__cuda_graph_free(void *exec);
 
-/* x += y (n floats); g = silu(g)·u (n floats); y[r, o] += b[o] for rows × n. */
+/* x += y (n floats); out[r, i] = silu(g[r, i])·u[r, i] for rows × n, g and u rows ld floats
+ * apart, out dense; y[r, o] += b[o] for rows × n, y rows ld floats apart. */
 loam_status loam__cuda_add(float *x, const float *y, int64_t n, void *stream, loam_err *err);
-loam_status loam__cuda_silu_mul(float *g, const float *u, int64_t n, void *stream, loam_err *err);
-loam_status loam__cuda_add_bias(float *y, const float *b, int32_t rows, int32_t n, void *stream,
-                                loam_err *err);
+loam_status loam__cuda_silu_mul(const float *g, const float *u, int64_t ld, float *out,
+                                int32_t rows, int32_t n, void *stream, loam_err *err);
+loam_status loam__cuda_add_bias(float *y, int64_t ld, const float *b, int32_t rows, int32_t n,
+                                void *stream, loam_err *err);
 
 /* Up to 3 LoRA modules that read the same input x (q/k/v, gate/up), run together. */
 #define LOAM_CUDA_LORA_SET 3
@@ -162,7 +169,8 @@ typedef struct loam__cuda_lora_set {
     const float *dora[LOAM_CUDA_LORA_SET]; /* (out) DoRA factor, or NULL */
     float scale[LOAM_CUDA_LORA_SET];
     int32_t r[LOAM_CUDA_LORA_SET], out[LOAM_CUDA_LORA_SET];
-    float *y[LOAM_CUDA_LORA_SET];          /* (m, out): the rows of this call */
+    float *y[LOAM_CUDA_LORA_SET];          /* (m, out): the rows of this call, ld[i] apart */
+    int64_t ld[LOAM_CUDA_LORA_SET];
 } loam__cuda_lora_set;
 
 /* LoRA on rows [0, m) of x [m, in] for every module i of set (FORMATS.md §3):

@@ -54,7 +54,8 @@ __global__ void add_rmsnorm_kernel(float *x, const float *res, const int32_t *ro
 
 /* grid (rows, n_head + n_head_kv), block head_dim/2 threads rounded up to a warp (<= 128):
  * thread i < half rotates the pair (i, i + half) */
-__global__ void qk_rope_store_kernel(float *q, float *k, const float *v, const float *q_norm,
+__global__ void qk_rope_store_kernel(float *q, float *k, const float *v, int64_t ld,
+                                     const float *q_norm,
                                      const float *k_norm, const float *cos_, const float *sin_,
                                      const int32_t *blk, const int32_t *slot, float *k_cache,
                                      float *v_cache, int32_t n_head, int32_t n_head_kv,
@@ -62,7 +63,7 @@ __global__ void qk_rope_store_kernel(float *q, float *k, const float *v, const f
     const int32_t r = blockIdx.x, h = blockIdx.y, half = hd / 2, i = threadIdx.x;
     const bool is_q = h < n_head, active = i < half;
     const int32_t hk = is_q ? 0 : h - n_head;
-    float *vec = is_q ? q + ((int64_t)r * n_head + h) * hd : k + ((int64_t)r * n_head_kv + hk) * hd;
+    float *vec = is_q ? q + (int64_t)r * ld + (int64_t)h * hd : k + (int64_t)r * ld + (int64_t)hk * hd;
     const float *nw = is_q ? q_norm : k_norm;
     float x1 = active ? vec[i] : 0.0f, x2 = active ? vec[i + half] : 0.0f;
     if (nw) { /* the whole block takes part in the sum */
@@ -80,7 +81,7 @@ __global__ void qk_rope_store_kernel(float *q, float *k, const float *v, const f
         int64_t at = (((int64_t)blk[r] * n_head_kv + hk) * KV_BLOCK + slot[r]) * hd;
         k_cache[at + i] = y1;
         k_cache[at + i + half] = y2;
-        const float *vh = v + ((int64_t)r * n_head_kv + hk) * hd;
+        const float *vh = v + (int64_t)r * ld + (int64_t)hk * hd;
         v_cache[at + i] = vh[i];
         v_cache[at + i + half] = vh[i + half];
     }
@@ -89,7 +90,8 @@ __global__ void qk_rope_store_kernel(float *q, float *k, const float *v, const f
 /* grid (rows, n_head), 128 threads (4 warps). Keys in chunks of one KV block (32 keys): each
  * warp scores 8 of them (lanes split head_dim), then every thread updates the running max and
  * sum (online softmax) and its output dims (d = tid, tid + 128). */
-__global__ void attention_kernel(const float *__restrict__ q, const float *__restrict__ k_cache,
+__global__ void attention_kernel(const float *__restrict__ q, int64_t ldq,
+                                 const float *__restrict__ k_cache,
                                  const float *__restrict__ v_cache,
                                  const int32_t *__restrict__ tables, int32_t table_stride,
                                  const int32_t *__restrict__ row_seq,
@@ -99,7 +101,7 @@ __global__ void attention_kernel(const float *__restrict__ q, const float *__res
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     __shared__ float qs[256];
     __shared__ float sc[KV_BLOCK];
-    const float *qh = q + ((int64_t)r * n_head + h) * hd;
+    const float *qh = q + (int64_t)r * ldq + (int64_t)h * hd;
     for (int d = tid; d < hd; d += blockDim.x) qs[d] = qh[d];
     const int32_t n_keys = pos[r] + 1;
     const int32_t *table = tables + (int64_t)row_seq[r] * table_stride;
@@ -147,17 +149,20 @@ __global__ void add_kernel(float *x, const float *y, int64_t n) {
         x[i] += y[i];
 }
 
-__global__ void silu_mul_kernel(float *g, const float *u, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+__global__ void silu_mul_kernel(const float *g, const float *u, int64_t ld, float *out, int32_t n,
+                                int64_t total) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / n, c = i % n;
+        const float gv = g[r * ld + c];
+        out[i] = gv / (1.0f + expf(-gv)) * u[r * ld + c];
+    }
 }
 
-__global__ void add_bias_kernel(float *y, const float *b, int32_t rows, int32_t n) {
-    const int64_t total = (int64_t)rows * n;
+__global__ void add_bias_kernel(float *y, int64_t ld, const float *b, int32_t n, int64_t total) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x)
-        y[i] += b[i % n];
+        y[(i / n) * ld + i % n] += b[i % n];
 }
 
 /* grid (m, Σ r_i): block (row, j) is rank column j of the module it falls in:
@@ -186,7 +191,7 @@ __global__ void lora_up_kernel(const float *__restrict__ t, loam__cuda_lora_set 
     const int32_t out = set.out[i], o = ((int32_t)blockIdx.y - b0) * blockDim.x + threadIdx.x;
     if (o >= out) return;
     const float *tr = t + (int64_t)row * r_total + j0, *B = set.b[i];
-    float *yr = set.y[i] + (int64_t)row * out;
+    float *yr = set.y[i] + (int64_t)row * set.ld[i];
     float acc = yr[o];
     for (int32_t j = 0; j < set.r[i]; j++) acc += tr[j] * B[(int64_t)j * out + o];
     if (set.bias[i]) acc += set.scale[i] * set.bias[i][o];
@@ -214,7 +219,8 @@ loam_status loam__cuda_add_rmsnorm(float *x, const float *res, const int32_t *ro
     return LOAM_OK;
 }
 
-loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
+loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, int64_t ld,
+                                     const float *q_norm,
                                      const float *k_norm, const float *cos_, const float *sin_,
                                      const int32_t *blk, const int32_t *slot, float *k_cache,
                                      float *v_cache, int32_t rows, int32_t n_head,
@@ -227,13 +233,13 @@ loam_status loam__cuda_qk_rope_store(float *q, float *k, const float *v, const f
     dim3 grid((unsigned)rows, (unsigned)(n_head + n_head_kv));
     const int threads = (head_dim / 2 + 31) / 32 * 32;
     qk_rope_store_kernel<<<grid, threads, 0, (cudaStream_t)stream>>>(
-        q, k, v, q_norm, k_norm, cos_, sin_, blk, slot, k_cache, v_cache, n_head, n_head_kv,
+        q, k, v, ld, q_norm, k_norm, cos_, sin_, blk, slot, k_cache, v_cache, n_head, n_head_kv,
         head_dim, eps);
     LOAM_CUDA_TRY(cudaGetLastError());
     return LOAM_OK;
 }
 
-loam_status loam__cuda_attention(const float *q, const float *k_cache, const float *v_cache,
+loam_status loam__cuda_attention(const float *q, int64_t ldq, const float *k_cache, const float *v_cache,
                                  const int32_t *tables, int32_t table_stride,
                                  const int32_t *row_seq, const int32_t *pos, float *out,
                                  int32_t rows, int32_t n_head, int32_t n_head_kv,
@@ -242,7 +248,7 @@ loam_status loam__cuda_attention(const float *q, const float *k_cache, const flo
     if (head_dim > 256)
         return loam__fail(err, LOAM_E_UNSUPPORTED, "cuda: head_dim %d > 256", head_dim);
     dim3 grid((unsigned)rows, (unsigned)n_head);
-    attention_kernel<<<grid, 128, 0, (cudaStream_t)stream>>>(q, k_cache, v_cache, tables,
+    attention_kernel<<<grid, 128, 0, (cudaStream_t)stream>>>(q, ldq, k_cache, v_cache, tables,
                                                              table_stride, row_seq, pos, out,
                                                              n_head, n_head_kv, head_dim, scale);
     LOAM_CUDA_TRY(cudaGetLastError());
@@ -274,6 +280,11 @@ loam_status loam__cuda_copy_bandwidth(double *bytes_per_s, loam_err *err) {
     if (e1) cudaEventDestroy(e1);
     LOAM_CUDA_TRY(ce);
     *bytes_per_s = best > 0.0f ? 2.0 * (double)n / ((double)best * 1e-3) : 0.0;
+    return LOAM_OK;
+}
+
+loam_status loam__cuda_copy(void *dst, const void *src, size_t bytes, loam_err *err) {
+    LOAM_CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
     return LOAM_OK;
 }
 
@@ -332,17 +343,20 @@ loam_status loam__cuda_add(float *x, const float *y, int64_t n, void *stream, lo
     return LOAM_OK;
 }
 
-loam_status loam__cuda_silu_mul(float *g, const float *u, int64_t n, void *stream, loam_err *err) {
-    if (n <= 0) return LOAM_OK;
-    silu_mul_kernel<<<grid_for(n), 256, 0, (cudaStream_t)stream>>>(g, u, n);
+loam_status loam__cuda_silu_mul(const float *g, const float *u, int64_t ld, float *out,
+                                int32_t rows, int32_t n, void *stream, loam_err *err) {
+    const int64_t total = (int64_t)rows * n;
+    if (total <= 0) return LOAM_OK;
+    silu_mul_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(g, u, ld, out, n, total);
     LOAM_CUDA_TRY(cudaGetLastError());
     return LOAM_OK;
 }
 
-loam_status loam__cuda_add_bias(float *y, const float *b, int32_t rows, int32_t n, void *stream,
-                                loam_err *err) {
+loam_status loam__cuda_add_bias(float *y, int64_t ld, const float *b, int32_t rows, int32_t n,
+                                void *stream, loam_err *err) {
     if (rows <= 0 || n <= 0) return LOAM_OK;
-    add_bias_kernel<<<grid_for((int64_t)rows * n), 256, 0, (cudaStream_t)stream>>>(y, b, rows, n);
+    const int64_t total = (int64_t)rows * n;
+    add_bias_kernel<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(y, ld, b, n, total);
     LOAM_CUDA_TRY(cudaGetLastError());
     return LOAM_OK;
 }
