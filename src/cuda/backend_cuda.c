@@ -16,8 +16,9 @@
  * - Matmuls: loam__cuda_quantize_x + loam__cuda_matmul_q4 over runs of at most 8 rows
  *   (LOAM_CUDA_Q4_MAX_M), so a long prefill is many decode-shaped launches (correct, not yet
  *   fast: a tensor-core path for m > 8 is the next piece).
- * - Fusions: q/k/v (and gate/up) quantize their shared input once and run their LoRA terms as
- *   one launch pair per adapter group; the residual add of o_proj and down_proj is deferred
+ * - Fusions: q/k/v (and gate/up) are one stacked matrix on the device, one matmul launch
+ *   whose output rows hold the modules side by side (row stride ld_qkv, 2·n_ff), and their
+ *   LoRA terms run as one launch pair per adapter group; the residual add of o_proj and down_proj is deferred
  *   into the next RMSNorm (`pending`), so x is read once per norm.
  * - Decode steps (<= GRAPH_MAX_ROWS rows) are recorded as a CUDA graph on their first run and
  *   replayed after, keyed by their shape (graph_key): the stages between embed and head then
