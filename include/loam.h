@@ -707,7 +707,8 @@ LOAM_API int64_t loam_session_n_tokens(const loam_session *s);
  * double (top 53 bits) per sampled token (two with XTC active: its coin first), none for greedy. The stream depends only on the seed,
  * so a seed gives the same tokens on every machine whose float arithmetic and expf/logf agree
  * (IEEE single precision; libms can differ in the last bit, which can flip a draw that lands
- * exactly on a boundary). */
+ * exactly on a boundary). Vocabularies of 32k entries and more are processed by OpenMP threads
+ * in fixed chunks combined in order, so the tokens do not depend on the number of threads. */
 typedef struct loam_sampler loam_sampler;
 
 /* One logit bias entry: logits[token] += bias before anything else (duplicates add up). */

@@ -41,6 +41,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,7 +90,19 @@ struct loam_sampler {
     int32_t *idx;     /* (n_vocab) candidate ids, in rank order for the kept prefix */
     uint8_t *mark;    /* (n_vocab) all zero between calls: distinct-token marks */
     float *w;         /* (n_vocab) the draw's weights, computed once per draw */
+    double *csum;     /* (n_chunks(n_vocab)) per-chunk sums of the passes below */
+    float *cmax;      /* (n_chunks(n_vocab)) per-chunk maxima */
+    int64_t *carg;    /* (n_chunks(n_vocab)) their first index */
 };
+
+/* The passes over the vocabulary (max, Σexp, the draw's weights) run over fixed chunks of
+ * CHUNK entries whose partial results are combined in chunk order: the result is the same
+ * for any number of threads (and threads are used only for large vocabularies, outside
+ * another parallel region: the engine samples its requests in parallel already). */
+#define CHUNK 8192
+static int64_t n_chunks(int64_t n) {
+    return (n + CHUNK - 1) / CHUNK;
+}
 
 loam_sampler_params loam_sampler_params_default(void) {
     loam_sampler_params p;
@@ -206,11 +219,15 @@ loam_status loam_sampler_new(loam_sampler **out, const loam_sampler_params *para
     s->idx = loam__malloc((size_t)n_vocab * sizeof *s->idx);
     s->mark = loam__calloc((size_t)n_vocab, 1);
     s->w = loam__malloc((size_t)n_vocab * sizeof *s->w);
+    s->csum = loam__malloc((size_t)n_chunks(n_vocab) * sizeof *s->csum);
+    s->cmax = loam__malloc((size_t)n_chunks(n_vocab) * sizeof *s->cmax);
+    s->carg = loam__malloc((size_t)n_chunks(n_vocab) * sizeof *s->carg);
     if (p.n_logit_bias)
         s->bias = loam__malloc(p.n_logit_bias * sizeof *s->bias);
     if (p.n_xtc_special_tokens)
         s->xtc_special = loam__malloc(p.n_xtc_special_tokens * sizeof *s->xtc_special);
-    if (!s->hist || !s->idx || !s->mark || !s->w || (p.n_logit_bias && !s->bias) ||
+    if (!s->hist || !s->idx || !s->mark || !s->w || !s->csum || !s->cmax || !s->carg ||
+        (p.n_logit_bias && !s->bias) ||
         (p.n_xtc_special_tokens && !s->xtc_special))
         goto nomem;
     if (p.n_logit_bias)
@@ -250,6 +267,9 @@ void loam_sampler_free(loam_sampler *s) {
     loam__free(s->idx);
     loam__free(s->mark);
     loam__free(s->w);
+    loam__free(s->csum);
+    loam__free(s->cmax);
+    loam__free(s->carg);
     loam__free(s);
 }
 
@@ -555,28 +575,51 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
     apply_processors(s, logits);
 
     /* log-softmax in place; the maximum's id is the greedy answer (lowest id on ties) */
+    const int64_t nc = n_chunks(n);
+    const bool par = nc > 4; /* 32k entries and up */
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t i1 = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n, arg = -1;
+        float m = -INFINITY;
+        for (int64_t i = c * CHUNK; i < i1; i++) {
+            float v = logits[i];
+            if (isnan(v))
+                v = logits[i] = -INFINITY;
+            else if (v == INFINITY)
+                v = logits[i] = FLT_MAX;
+            if (v > m) {
+                m = v;
+                arg = i;
+            }
+        }
+        s->cmax[c] = m;
+        s->carg[c] = arg;
+    }
     int64_t imax = -1;
     float vmax = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
-        float v = logits[i];
-        if (isnan(v))
-            v = logits[i] = -INFINITY;
-        else if (v == INFINITY)
-            v = logits[i] = FLT_MAX;
-        if (v > vmax) {
-            vmax = v;
-            imax = i;
+    for (int64_t c = 0; c < nc; c++)
+        if (s->cmax[c] > vmax) {
+            vmax = s->cmax[c];
+            imax = s->carg[c];
         }
-    }
     if (imax < 0) { /* every logit is -inf */
         if (logprob)
             *logprob = -INFINITY;
         return -1;
     }
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t i1 = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+        double cs = 0.0;
+        for (int64_t i = c * CHUNK; i < i1; i++)
+            cs += (double)expf(logits[i] - vmax);
+        s->csum[c] = cs;
+    }
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        sum += (double)expf(logits[i] - vmax);
+    for (int64_t c = 0; c < nc; c++)
+        sum += s->csum[c];
     const float lse = vmax + (float)log(sum);
+#pragma omp parallel for schedule(static) if (par)
     for (int64_t i = 0; i < n; i++)
         logits[i] -= lse;
     const float *lp = logits;
@@ -600,18 +643,31 @@ int32_t loam_sampler_sample(loam_sampler *s, float *logits, float *logprob) {
         keep = survivors(s, lp, lpmax, true, &all);
     }
 
-    /* draw from exp((lp - lpmax) / T) over the survivors (each weight computed once, kept in
-     * rank-slot order for the second pass) */
-    double total = 0.0;
-    for (int64_t r = 0; r < keep; r++) {
-        int64_t i = all ? r : s->idx[r];
-        s->w[r] = expf((lp[i] - lpmax) * inv_t);
-        total += (double)s->w[r];
+    /* draw from exp((lp - lpmax) / T) over the survivors: weights computed once (kept in
+     * rank-slot order), summed per chunk of slots, the chunk holding u found in order, then
+     * the slot inside it */
+    const int64_t kc = n_chunks(keep);
+#pragma omp parallel for schedule(static) if (kc > 4)
+    for (int64_t c = 0; c < kc; c++) {
+        int64_t r1 = (c + 1) * CHUNK < keep ? (c + 1) * CHUNK : keep;
+        double cs = 0.0;
+        for (int64_t r = c * CHUNK; r < r1; r++) {
+            int64_t i = all ? r : s->idx[r];
+            s->w[r] = expf((lp[i] - lpmax) * inv_t);
+            cs += (double)s->w[r];
+        }
+        s->csum[c] = cs;
     }
+    double total = 0.0;
+    for (int64_t c = 0; c < kc; c++)
+        total += s->csum[c];
     double u = xoshiro_double(s->rng) * total;
     double acc = 0.0;
-    int64_t chosen = imax;
-    for (int64_t r = 0; r < keep; r++) {
+    int64_t chosen = imax, c = 0;
+    while (c < kc - 1 && acc + s->csum[c] <= u) /* the chunk where the running sum passes u */
+        acc += s->csum[c++];
+    int64_t r1 = (c + 1) * CHUNK < keep ? (c + 1) * CHUNK : keep;
+    for (int64_t r = c * CHUNK; r < r1; r++) {
         int64_t i = all ? r : s->idx[r];
         double w = (double)s->w[r];
         if (w == 0.0)
