@@ -103,8 +103,15 @@ static void usage(FILE *f) {
  * again (once: the variable is then set). LOAM_NO_REEXEC=1 skips this. */
 static void tune_openmp_wait(char **argv) {
     if (getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY") || getenv("LOAM_NO_REEXEC")) return;
+    /* only when /proc/self/exe is this program by name (not a wrapper such as valgrind) */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || !argv[0]) return;
+    self[n] = '\0';
+    const char *b1 = strrchr(self, '/'), *b2 = strrchr(argv[0], '/');
+    if (strcmp(b1 ? b1 + 1 : self, b2 ? b2 + 1 : argv[0]) != 0) return;
     if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
-    execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+    execv(self, argv); /* returns only on failure: go on as we are */
 }
 
 int main(int argc, char **argv) {
