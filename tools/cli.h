@@ -21,6 +21,16 @@ int cli_is_help(const char *arg);
 /* Parses a whole decimal integer / float; returns 0 on success. */
 int cli_parse_i64(const char *s, long long *out);
 int cli_parse_f64(const char *s, double *out);
+/* Seconds on a monotonic clock. */
+double cli_now(void);
+/* A progress bar on stderr for a loam_progress_fn (user: a cli_bar, t0 = cli_now() at the
+ * start): "\rloam CMD: [####......]  42%  1.23 / 4.56 GB  7 s", redrawn at most every 0.1 s,
+ * a newline when done. Always returns true (never cancels). */
+typedef struct cli_bar {
+    const char *cmd;
+    double t0, last;
+} cli_bar;
+bool cli_bar_progress(void *user, uint64_t done, uint64_t total);
 /* Default model directory (the demo model shipped in the repository) or NULL when none. */
 const char *cli_default_model_dir(void);
 

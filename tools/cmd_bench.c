@@ -29,7 +29,6 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CMD "bench"
@@ -63,12 +62,6 @@ static void usage(FILE *f) {
             "  --json           print one JSON object instead of the table\n");
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Best-of-5 read bandwidth in bytes/s of n_threads threads summing a 512 MiB buffer. */
 static double read_bandwidth(int n_threads) {
     size_t n = (size_t)512 << 20, words = n / sizeof(uint64_t);
@@ -80,10 +73,10 @@ static double read_bandwidth(int n_threads) {
     volatile uint64_t sink = 0;
     for (int pass = 0; pass < 5; pass++) {
         uint64_t total = 0;
-        double t0 = now_s();
+        double t0 = cli_now();
 #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(+ : total)
         for (size_t i = 0; i < words; i++) total += buf[i];
-        double dt = now_s() - t0;
+        double dt = cli_now() - t0;
         sink += total;
         if (dt > 0 && (double)n / dt > best) best = (double)n / dt;
     }
@@ -124,9 +117,9 @@ static double run_pp(loam_session *s, loam_batch_entry *ent, int p, int32_t adap
     reset_all(s, 1);
     for (int i = 0; i < p; i++)
         ent[i] = (loam_batch_entry){0, i, rand_token(n_vocab), adapter, i == p - 1};
-    double t0 = now_s();
+    double t0 = cli_now();
     if (loam_session_decode(s, ent, (size_t)p, e) != LOAM_OK) return -1.0;
-    return now_s() - t0;
+    return cli_now() - t0;
 }
 
 /* Sequences seq0 .. seq0+batch-1, first cut back to `depth` tokens (which they must hold), then
@@ -135,13 +128,13 @@ static double run_tg(loam_session *s, loam_batch_entry *ent, int seq0, int batch
                      int steps, int32_t adapter, int32_t n_vocab, loam_err *e) {
     for (int q = 0; q < batch; q++)
         if (loam_session_seq_truncate(s, seq0 + q, depth, e) != LOAM_OK) return -1.0;
-    double t0 = now_s();
+    double t0 = cli_now();
     for (int t = 0; t < steps; t++) {
         for (int q = 0; q < batch; q++)
             ent[q] = (loam_batch_entry){seq0 + q, depth + t, rand_token(n_vocab), adapter, true};
         if (loam_session_decode(s, ent, (size_t)batch, e) != LOAM_OK) return -1.0;
     }
-    return now_s() - t0;
+    return cli_now() - t0;
 }
 
 /* Fills sequence seq with `depth` random tokens (untimed), for tg at a depth. */
@@ -223,7 +216,7 @@ int loam_cmd_bench(int argc, char **argv) {
     int n_res = 0;
     char synth_dir[256] = "";
 
-    double t_load = now_s();
+    double t_load = cli_now();
     loam_model_params mp = loam_model_params_default();
     mp.n_threads = (int32_t)threads;
     if (backend_arg) mp.device = strcmp(backend_arg, "cuda") == 0 ? LOAM_DEVICE_CUDA : LOAM_DEVICE_CPU;
@@ -231,7 +224,7 @@ int loam_cmd_bench(int argc, char **argv) {
         cli_error(CMD, "%s", e.msg);
         goto done;
     }
-    t_load = now_s() - t_load;
+    t_load = cli_now() - t_load;
     loam_model_info info;
     loam_model_get_info(m, &info);
     if (lora_rank) {

@@ -8,7 +8,6 @@
 #include "cli.h"
 
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CMD "quantize"
@@ -28,36 +27,6 @@ static void usage(FILE *f) {
                "  --dtype T        scales, biases and float tensors (default: config.json\n"
                "                   torch_dtype, else bf16)\n"
                "  --threads N      quantization threads (default: all cores)\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-typedef struct {
-    double t0, last;
-} bar;
-
-static bool progress(void *user, uint64_t done, uint64_t total) {
-    bar *b = (bar *)user;
-    double t = now_s();
-    if (done < total && t - b->last < 0.1)
-        return true;
-    b->last = t;
-    int width = 30, fill = total ? (int)((double)done / (double)total * width) : width;
-    char cells[64];
-    for (int i = 0; i < width; i++)
-        cells[i] = i < fill ? '#' : '.';
-    cells[width] = '\0';
-    fprintf(stderr, "\rloam quantize: [%s] %3.0f%%  %.2f / %.2f GB  %.0f s", cells,
-            total ? 100.0 * (double)done / (double)total : 100.0, (double)done / 1e9,
-            (double)total / 1e9, t - b->t0);
-    if (done >= total)
-        fputc('\n', stderr);
-    fflush(stderr);
-    return true;
 }
 
 static int parse_int(const char *opt, const char *v, long long lo, long long hi, int32_t *out) {
@@ -115,9 +84,9 @@ int loam_cmd_quantize(int argc, char **argv) {
     if (loam_qformat_check((loam_qformat){p.bits, p.group_size, LOAM_DTYPE_BF16}, p.group_size,
                            &err) != LOAM_OK)
         return cli_usage_error(CMD, "%s", err.msg);
-    bar b = {now_s(), 0.0};
+    cli_bar b = {CMD, cli_now(), 0.0};
     if (isatty(2)) {
-        p.progress = progress;
+        p.progress = cli_bar_progress;
         p.progress_user = &b;
     }
     if (loam_convert_quantize(pos[0], pos[1], &p, &err) != LOAM_OK) {
@@ -134,7 +103,7 @@ int loam_cmd_quantize(int argc, char **argv) {
     printf("%s: %zu tensors in %zu shard%s, %.2f GB, %d-bit group %d, %.1f s\n", pos[1],
            loam_modeldir_n_tensors(md), loam_modeldir_n_shards(md),
            loam_modeldir_n_shards(md) == 1 ? "" : "s", (double)bytes / 1e9, (int)p.bits,
-           (int)p.group_size, now_s() - b.t0);
+           (int)p.group_size, cli_now() - b.t0);
     loam_modeldir_close(md);
     return 0;
 }

@@ -9,7 +9,6 @@
 #include "cli.h"
 
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CMD "synth"
@@ -35,36 +34,6 @@ static void usage(FILE *f) {
                "  --lora-rank R    also OUT/adapter: a random mlx-lm LoRA adapter of rank R on the\n"
                "                   seven projections of the last L layers (--lora-layers, default\n"
                "                   16), as `loam bench --lora-rank` uses\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-typedef struct {
-    double t0, last;
-} bar;
-
-static bool progress(void *user, uint64_t done, uint64_t total) {
-    bar *b = (bar *)user;
-    double t = now_s();
-    if (done < total && t - b->last < 0.1)
-        return true;
-    b->last = t;
-    int width = 30, fill = total ? (int)((double)done / (double)total * width) : width;
-    char cells[64];
-    for (int i = 0; i < width; i++)
-        cells[i] = i < fill ? '#' : '.';
-    cells[width] = '\0';
-    fprintf(stderr, "\rloam synth: [%s] %3.0f%%  %.2f / %.2f GB  %.0f s", cells,
-            total ? 100.0 * (double)done / (double)total : 100.0, (double)done / 1e9,
-            (double)total / 1e9, t - b->t0);
-    if (done >= total)
-        fputc('\n', stderr);
-    fflush(stderr);
-    return true;
 }
 
 int loam_cmd_synth(int argc, char **argv) {
@@ -129,9 +98,9 @@ int loam_cmd_synth(int argc, char **argv) {
         return cli_usage_error(CMD, "%s", err.msg);
     if (is_float)
         p.bits = 0;
-    bar b = {now_s(), 0.0};
+    cli_bar b = {CMD, cli_now(), 0.0};
     if (isatty(2)) {
-        p.progress = progress;
+        p.progress = cli_bar_progress;
         p.progress_user = &b;
     }
     if (loam_synth(preset, out, &p, &err) != LOAM_OK) {
@@ -152,7 +121,7 @@ int loam_cmd_synth(int argc, char **argv) {
         snprintf(what, sizeof what, "bf16 (not quantized)");
     printf("%s: preset %s, %zu tensors in %zu shard%s, %.2f GB, %s, no tokenizer, %.1f s\n", out,
            preset, loam_modeldir_n_tensors(md), loam_modeldir_n_shards(md),
-           loam_modeldir_n_shards(md) == 1 ? "" : "s", (double)bytes / 1e9, what, now_s() - b.t0);
+           loam_modeldir_n_shards(md) == 1 ? "" : "s", (double)bytes / 1e9, what, cli_now() - b.t0);
     loam_modeldir_close(md);
     if (lora_rank) {
         loam_model *m = NULL;

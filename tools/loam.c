@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -41,6 +42,32 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, " (see 'loam %s --help')\n", cmd);
     va_end(ap);
     return 2;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+bool cli_bar_progress(void *user, uint64_t done, uint64_t total) {
+    cli_bar *b = (cli_bar *)user;
+    double t = cli_now();
+    if (done < total && t - b->last < 0.1)
+        return true;
+    b->last = t;
+    int width = 30, fill = total ? (int)((double)done / (double)total * width) : width;
+    char cells[64];
+    for (int i = 0; i < width; i++)
+        cells[i] = i < fill ? '#' : '.';
+    cells[width] = '\0';
+    fprintf(stderr, "\rloam %s: [%s] %3.0f%%  %.2f / %.2f GB  %.0f s", b->cmd, cells,
+            total ? 100.0 * (double)done / (double)total : 100.0, (double)done / 1e9,
+            (double)total / 1e9, t - b->t0);
+    if (done >= total)
+        fputc('\n', stderr);
+    fflush(stderr);
+    return true;
 }
 
 int cli_is_help(const char *arg) { return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0; }
