@@ -138,6 +138,17 @@ static loam_status jinja_title(jinja_render *r, jinja_value s, jinja_value *out)
     return loam__jinja_buf_done(r, &b, out);
 }
 
+/* c is whitespace (ws) or one of the characters of chars */
+static bool strip_hit(uint32_t c, bool ws, jinja_value chars) {
+    if (ws)
+        return loam__jinja_isspace(c);
+    size_t k = 0;
+    while (k < chars.u.s.n)
+        if (loam__jinja_utf8_next(chars.u.s.p, chars.u.s.n, &k) == c)
+            return true;
+    return false;
+}
+
 /* Python str.strip family. chars: undefined/None = whitespace. which: 1 left, 2 right, 3 both. */
 loam_status loam__jinja_str_strip(jinja_render *r, jinja_value s, jinja_value chars, int which,
                                   jinja_value *out) {
@@ -149,16 +160,7 @@ loam_status loam__jinja_str_strip(jinja_render *r, jinja_value s, jinja_value ch
         while (b < e) {
             size_t j = b;
             uint32_t c = loam__jinja_utf8_next(s.u.s.p, e, &j);
-            bool hit;
-            if (ws)
-                hit = loam__jinja_isspace(c);
-            else {
-                hit = false;
-                size_t k = 0;
-                while (k < chars.u.s.n && !hit)
-                    hit = loam__jinja_utf8_next(chars.u.s.p, chars.u.s.n, &k) == c;
-            }
-            if (!hit)
+            if (!strip_hit(c, ws, chars))
                 break;
             b = j;
         }
@@ -170,16 +172,7 @@ loam_status loam__jinja_str_strip(jinja_render *r, jinja_value s, jinja_value ch
                 k0--;
             size_t j = k0;
             uint32_t c = loam__jinja_utf8_next(s.u.s.p, e, &j);
-            bool hit;
-            if (ws)
-                hit = loam__jinja_isspace(c);
-            else {
-                hit = false;
-                size_t k = 0;
-                while (k < chars.u.s.n && !hit)
-                    hit = loam__jinja_utf8_next(chars.u.s.p, chars.u.s.n, &k) == c;
-            }
-            if (!hit)
+            if (!strip_hit(c, ws, chars))
                 break;
             e = k0;
         }
