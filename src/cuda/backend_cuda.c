@@ -391,24 +391,17 @@ static const lora_dev *lora_get(cuda_state *cs, const loam__adapter *a, int32_t 
     return NULL;
 }
 
-/* y_i (m, W_i.n) = x (m, k) · W_iᵀ for i < nw, matrices of the same k: x is quantized once per
- * run of 8 rows for all of them (q/k/v, gate/up). */
-static void matmuls(cuda_state *cs, const loam__cuda_q4mat *const *W, float *const *y, int nw,
-                    const float *x, int64_t m) {
-    const int64_t k = W[0]->k;
-    for (int64_t r0 = 0; r0 < m && cs->status == LOAM_OK; r0 += MAX_M) {
-        int64_t mc = m - r0 < MAX_M ? m - r0 : MAX_M;
-        if (failed(cs, loam__cuda_quantize_x(x + r0 * k, mc, k, cs->xq, 0, cs->stream, &cs->err)))
-            return;
-        for (int i = 0; i < nw && cs->status == LOAM_OK; i++)
-            failed(cs, loam__cuda_matmul_q4(W[i], cs->xq, mc, y[i] + r0 * W[i]->n, 0, cs->stream,
-                                            &cs->err));
-    }
-}
-
+/* y (m, W.n) = x (m, W.k) · Wᵀ in runs of at most 8 rows (x quantized once per run; q/k/v and
+ * gate/up are one stacked W each, so they share it). */
 static void matmul(cuda_state *cs, const loam__cuda_q4mat *W, const float *x, int64_t m,
                    float *y) {
-    matmuls(cs, &W, &y, 1, x, m);
+    for (int64_t r0 = 0; r0 < m && cs->status == LOAM_OK; r0 += MAX_M) {
+        int64_t mc = m - r0 < MAX_M ? m - r0 : MAX_M;
+        if (!failed(cs, loam__cuda_quantize_x(x + r0 * W->k, mc, W->k, cs->xq, 0, cs->stream,
+                                              &cs->err)))
+            failed(cs, loam__cuda_matmul_q4(W, cs->xq, mc, y + r0 * W->n, 0, cs->stream,
+                                            &cs->err));
+    }
 }
 
 /* After y = x · Wᵀ of module mod: the LoRA term of each adapter group, then the bias. */
@@ -419,7 +412,7 @@ static void linears(cuda_state *cs, const loam__step *st, int32_t layer,
                     const loam__cuda_q4mat *W, const loam__mod *mods, int n, const float *x,
                     float *y) {
     const dev_layer *D = &cs->layers[layer];
-    matmuls(cs, &W, &y, 1, x, st->n_rows);
+    matmul(cs, W, x, st->n_rows, y);
     const int64_t in = W->k, ld = W->n;
     int64_t col[LOAM_CUDA_LORA_SET];
     for (int i = 0, c = 0; i < n; i++) {
