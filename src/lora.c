@@ -703,10 +703,10 @@ static loam_status load(loader *L, loam__adapter **out, const char *dir, loam_er
             any_dora |= L->dora;
         }
     a = loam__calloc(1, sizeof *a);
-    if (a)
+    if (a) {
         a->serial = ++g_adapter_serial;
-    if (a)
         a->mods = loam__calloc((size_t)n_slots, sizeof *a->mods);
+    }
     if (a && n_floats)
         a->block = loam__malloc((size_t)n_floats * sizeof(float));
     if (!a || !a->mods || (n_floats && !a->block)) {

@@ -95,20 +95,21 @@ loam_status loam_session_new(loam_session **out, loam_model *m, const loam_sessi
         return loam__fail(err, LOAM_E_NOMEM, "session: n_logits %d x n_vocab is too large",
                           p.n_logits);
 
-#ifndef LOAM_CUDA
-    if (m->device == LOAM_DEVICE_CUDA && !p.reference)
+    const loam__backend *be = &loam__backend_cpu;
+    if (m->device == LOAM_DEVICE_CUDA && !p.reference) {
+#ifdef LOAM_CUDA
+        be = &loam__backend_cuda;
+#else
         return loam__fail(err, LOAM_E_UNSUPPORTED,
                           "session: the model asks for CUDA (LOAM_DEVICE=cuda), but this libloam "
                           "was built without it (make CUDA=1)");
 #endif
+    }
     loam_session *s = loam__calloc(1, sizeof *s);
     if (!s) return loam__fail(err, LOAM_E_NOMEM, "session: out of memory");
     s->m = m;
     s->p = p;
-    s->be = &loam__backend_cpu;
-#ifdef LOAM_CUDA
-    if (m->device == LOAM_DEVICE_CUDA && !p.reference) s->be = &loam__backend_cuda;
-#endif
+    s->be = be;
     loam_status st = loam__kv_init(&s->kv, p.n_ctx, p.n_seq_max, err);
     if (st != LOAM_OK) goto fail;
     size_t nq = (size_t)p.n_seq_max, nb = (size_t)p.n_batch;
