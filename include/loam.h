@@ -672,6 +672,11 @@ LOAM_API loam_status loam_session_seq_truncate(loam_session *s, int32_t seq, int
                                                loam_err *err);
 /* The backend the session runs on: "cpu" or "cuda" (see loam_model_params.device). */
 LOAM_API const char *loam_session_backend(const loam_session *s);
+/* The CUDA device's name (name of cap bytes) and its memory bandwidth in bytes/s (best of 5
+ * device-to-device copies of 1 GiB, read + write; the ceiling `loam bench` reports against).
+ * LOAM_E_UNSUPPORTED in a libloam built without CUDA; LOAM_E_CUDA without a usable device. */
+LOAM_API loam_status loam_cuda_device_info(char *name, size_t cap, double *copy_bytes_per_s,
+                                           loam_err *err);
 /* Tokens held for sequence seq (the position its next token must have); -1 if out of range. */
 LOAM_API int32_t loam_session_seq_len(const loam_session *s, int32_t seq);
 /* Tokens held over all sequences, and the capacity n_ctx. */

@@ -11,6 +11,9 @@
  * binding, so the adapter cannot be unloaded under it) and releases it on seq_reset or free.
  */
 #include "backend.h"
+#ifdef LOAM_CUDA
+#include "cuda/loam_cuda.h"
+#endif
 
 #include <omp.h>
 
@@ -46,6 +49,17 @@ loam_session_params loam_session_params_default(void) {
 
 const char *loam_session_backend(const loam_session *s) {
     return s ? s->be->name : NULL;
+}
+
+loam_status loam_cuda_device_info(char *name, size_t cap, double *copy_bytes_per_s,
+                                  loam_err *err) {
+#ifdef LOAM_CUDA
+    loam_status st = loam__cuda_device_name(name, cap, err);
+    return st != LOAM_OK ? st : loam__cuda_copy_bandwidth(copy_bytes_per_s, err);
+#else
+    (void)name, (void)cap, (void)copy_bytes_per_s;
+    return loam__fail(err, LOAM_E_UNSUPPORTED, "this libloam was built without CUDA (make CUDA=1)");
+#endif
 }
 
 void loam_session_free(loam_session *s) {

@@ -20,9 +20,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#ifdef LOAM_CUDA
-#include "cuda/loam_cuda.h" /* the device bandwidth and name, for the table */
-#endif
 
 #include <cJSON.h>
 #include <math.h>
@@ -287,15 +284,12 @@ int loam_cmd_bench(int argc, char **argv) {
     if (!gpu) {
         bw = read_bandwidth((int)threads);
     } else {
-#ifdef LOAM_CUDA
         char name[32];
-        if (loam__cuda_copy_bandwidth(&bw, &e) != LOAM_OK ||
-            loam__cuda_device_name(name, sizeof name, &e) != LOAM_OK) {
+        if (loam_cuda_device_info(name, sizeof name, &bw, &e) != LOAM_OK) {
             cli_error(CMD, "%s", e.msg);
             goto done;
         }
         snprintf(backend, sizeof backend, "cuda %s", name);
-#endif
     }
     double ceiling1 = info.step_bytes ? bw / (double)info.step_bytes : 0.0;
 
